@@ -1,0 +1,55 @@
+"""Who is acting: ``acting_as()`` for a block, else the application's ``user_loader``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from .normalise import column_value_to_bson
+
+logger = logging.getLogger("audit_mongo")
+
+_UNSET: Any = object()
+
+
+class Actor:
+    """Resolves the current user id when a transaction commits.
+
+    A context variable, so each thread and each asyncio task sees only its own
+    ``acting_as()`` block.
+    """
+
+    def __init__(self) -> None:
+        self.user_loader: Callable[[], Any] | None = None
+        self._acting: ContextVar[Any] = ContextVar(f"audit_mongo_actor_{id(self)}", default=_UNSET)
+
+    @contextmanager
+    def acting_as(self, user_id: Any) -> Iterator[None]:
+        token = self._acting.set(user_id)
+        try:
+            yield
+        finally:
+            self._acting.reset(token)
+
+    def current(self) -> Any:
+        """The BSON-safe id of whoever acts now; None when nobody is known."""
+        user_id = self._acting.get()
+        if user_id is _UNSET:
+            user_id = self._load()
+        return None if user_id is None else column_value_to_bson(user_id, None, None, "user id")
+
+    def _load(self) -> Any:
+        loader = self.user_loader
+        if loader is None:
+            return None
+        try:
+            return loader()
+        except Exception as exc:
+            logger.warning(
+                "audit_mongo: user_loader raised %s; recording current_user_id as null",
+                type(exc).__name__,
+            )
+            return None

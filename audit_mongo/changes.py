@@ -1,0 +1,86 @@
+"""A row's change within one transaction, and how two changes to one row net out.
+
+Values held here are already BSON-safe (see ``normalise``), so a change is a snapshot that
+later mutation of the application's objects cannot alter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .normalise import is_nan
+
+Action = Literal["create", "update", "delete"]
+RowKey = tuple[str, Hashable]
+
+
+@dataclass(slots=True)
+class RowChange:
+    """The net change to one row.
+
+    ``old`` holds values before the change (update: the changed attributes; delete: every
+    recorded column), ``new`` the values after it (create: every non-null column; update:
+    the changed attributes).
+    """
+
+    table_name: str
+    object_id: Any
+    action: Action
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to NaN, as a database does for a stored value."""
+    if a is b:
+        return True
+    try:
+        if a == b and type(a) is type(b):
+            return True
+    except Exception:
+        return False
+    return is_nan(a) and is_nan(b)
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Attributes whose value differs between ``old`` and ``new`` (missing means null)."""
+    keys = list(old)
+    keys.extend(k for k in new if k not in old)
+    return [k for k in keys if not same(old.get(k), new.get(k))]
+
+
+def update(
+    table_name: str, object_id: Any, old: dict[str, Any], new: dict[str, Any]
+) -> RowChange | None:
+    """An update keeping only the attributes that really changed, or None if none did."""
+    keys = changed_keys(old, new)
+    if not keys:
+        return None
+    return RowChange(
+        table_name,
+        object_id,
+        "update",
+        {k: old.get(k) for k in keys},
+        {k: new.get(k) for k in keys},
+    )
+
+
+def merge(earlier: RowChange, later: RowChange) -> RowChange | None:
+    """The net effect of ``earlier`` followed by ``later`` on the same row (None: nothing)."""
+    first, then = earlier.action, later.action
+    if first == "create":
+        if then == "delete":
+            return None
+        new = {k: v for k, v in {**earlier.new, **later.new}.items() if v is not None}
+        return RowChange(later.table_name, later.object_id, "create", {}, new)
+    if first == "update":
+        old = {**later.old, **earlier.old}
+        if then == "delete":
+            return RowChange(later.table_name, later.object_id, "delete", old, {})
+        return update(later.table_name, later.object_id, old, {**earlier.new, **later.new})
+    # first == "delete": only a re-insert of the same key can follow
+    if then == "create":
+        return update(later.table_name, later.object_id, earlier.old, later.new)
+    return later

@@ -1,0 +1,248 @@
+"""``AuditLog``: the one object an application holds.
+
+It wires the pipeline: mapper events note instances (capture), the session's flush turns
+them into BSON-safe row changes (normalise), the transaction buffer nets them per row and
+waits for the commit, and the writer delivers one batch per commit (delivery).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pymongo.write_concern import WriteConcern
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.state import InstanceState
+
+from . import capture
+from .actor import Actor
+from .capture import Noted, TableInfo
+from .changes import Action, RowChange, RowKey
+from .connect import open_collection
+from .delivery import MongoWriter
+from .document import build_documents, commit_time, new_transaction_id
+from .indexes import ensure_indexes
+from .transaction import SessionBuffer, TransactionBuffer
+
+logger = logging.getLogger("audit_mongo")
+
+MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
+
+
+class AuditLog:
+    """An audit trail of a SQLAlchemy application's row changes, in a Mongo collection.
+
+    ::
+
+        audit = AuditLog.from_uri("mongodb://localhost/app", collection="user_logs")
+        audit.ensure_indexes()
+        audit.track(Client, exclude=("password",))
+        with audit.acting_as(42):
+            session.commit()   # one document per changed row, written after the commit
+
+    The blog-post wiring works the same::
+
+        event.listen(Client, "before_insert", audit.receive_before_insert)
+        event.listen(Client, "before_update", audit.receive_before_update)
+        event.listen(Client, "before_delete", audit.receive_before_delete)
+
+    :param collection: a pymongo (or mongomock) ``Collection``.
+    :param exclude: attribute names never recorded, for every model.
+    :param timeout: seconds a commit may wait for Mongo at most (``pymongo.timeout``).
+    :param write_concern: the ``WriteConcern`` of audit writes; the collection's by default.
+    """
+
+    def __init__(
+        self,
+        collection: Any,
+        *,
+        exclude: Collection[str] = (),
+        timeout: float = 2.0,
+        write_concern: WriteConcern | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self.collection = collection
+        self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)
+        self._actor = Actor()
+        self._exclude = frozenset(exclude)
+        self._model_exclude: dict[type, frozenset[str]] = {}
+        self._infos: dict[Mapper[Any], TableInfo] = {}
+        self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
+        self._buffer = TransactionBuffer(collect=self._collect, on_commit=self._deliver)
+        self._client: Any = None
+        self.closed = False
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        collection: str = "user_logs",
+        *,
+        database: str | None = None,
+        client_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AuditLog:
+        """An ``AuditLog`` on a collection named by URI; ``mongomock://`` is in memory.
+
+        ``AuditLog.from_uri("mongodb://db1:27017/app")`` writes to ``app.user_logs``; with
+        no database in the URI nor ``database=``, to ``audit.user_logs``. The client is
+        closed by ``close()``.
+        """
+        client, target = open_collection(uri, collection, database, client_options or {})
+        log = cls(target, **options)
+        log._client = client
+        return log
+
+    # -- configuration ---------------------------------------------------------------
+
+    @property
+    def user_loader(self) -> Callable[[], Any] | None:
+        """Called at commit time for the acting user's id when no ``acting_as()`` is in force."""
+        return self._actor.user_loader
+
+    @user_loader.setter
+    def user_loader(self, loader: Callable[[], Any] | None) -> None:
+        self._actor.user_loader = loader
+
+    def acting_as(self, user_id: Any) -> AbstractContextManager[None]:
+        """Attribute the commits made inside the block to ``user_id``."""
+        return self._actor.acting_as(user_id)
+
+    def ensure_indexes(self) -> list[str]:
+        """Create the indexes the log's queries use; safe to call at every start."""
+        return ensure_indexes(self.collection)
+
+    def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
+        """Record changes to ``model``'s rows; a declarative base tracks every mapped subclass.
+
+        ``exclude`` names attributes of this model (and its subclasses) never recorded.
+        Returns ``model``, so it also works as a class decorator.
+        """
+        self._model_exclude[model] = frozenset(exclude)
+        self._infos.clear()
+        for name, receiver in zip(MAPPER_EVENTS, self._receivers(), strict=True):
+            if not event.contains(model, name, receiver):
+                event.listen(model, name, receiver, propagate=True)
+                self._mapper_listeners.append((model, name, receiver))
+        return model
+
+    def close(self) -> None:
+        """Remove every listener this log added and close the client ``from_uri`` opened.
+
+        Receivers the application wired itself with ``event.listen`` stay registered but do
+        nothing after ``close()``.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        for target, name, receiver in self._mapper_listeners:
+            if event.contains(target, name, receiver):
+                event.remove(target, name, receiver)
+        self._mapper_listeners.clear()
+        self._buffer.close()
+        if self._client is not None:
+            self._client.close()
+
+    def pending_changes(self, session: Session) -> list[RowChange]:
+        """Changes captured in ``session`` that its transaction has not committed yet."""
+        return list(self._buffer.pending(session))
+
+    # -- capture: mapper event receivers -------------------------------------------------
+
+    def receive_before_insert(
+        self, mapper: Mapper[Any], connection: Connection, target: Any
+    ) -> None:
+        """Mapper ``before_insert`` listener."""
+        self._note(mapper, connection, target, "create")
+
+    def receive_before_update(
+        self, mapper: Mapper[Any], connection: Connection, target: Any
+    ) -> None:
+        """Mapper ``before_update`` listener."""
+        self._note(mapper, connection, target, "update")
+
+    def receive_before_delete(
+        self, mapper: Mapper[Any], connection: Connection, target: Any
+    ) -> None:
+        """Mapper ``before_delete`` listener."""
+        self._note(mapper, connection, target, "delete")
+
+    def _receivers(self) -> tuple[Callable[..., None], ...]:
+        return (self.receive_before_insert, self.receive_before_update, self.receive_before_delete)
+
+    def _note(
+        self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
+    ) -> None:
+        if self.closed:
+            return
+        state: InstanceState[Any] = inspect(target)
+        session = state.session
+        if session is None:
+            return
+        buffer = self._buffer.buffer(session, connection.dialect)
+        if state in buffer.noted:  # wired twice (track() and event.listen): note once
+            return
+        info = self._info(mapper)
+        try:
+            buffer.noted[state] = _noted(info, state, connection, action)
+        except Exception:
+            logger.exception(
+                "audit_mongo: could not read the old values of a %s in %s; the change is "
+                "recorded without them",
+                action,
+                info.table_name,
+            )
+            buffer.noted[state] = Noted(info, action, None)
+
+    def _info(self, mapper: Mapper[Any]) -> TableInfo:
+        info = self._infos.get(mapper)
+        if info is None:
+            info = self._infos[mapper] = TableInfo.of(mapper, self._excluded(mapper))
+        return info
+
+    def _excluded(self, mapper: Mapper[Any]) -> frozenset[str]:
+        for cls in mapper.class_.__mro__:
+            if cls in self._model_exclude:
+                return self._exclude | self._model_exclude[cls]
+        return self._exclude
+
+    # -- buffer and delivery ----------------------------------------------------------
+
+    def _collect(
+        self, session: Session, buffer: SessionBuffer
+    ) -> Iterable[tuple[RowKey, RowChange]]:
+        try:
+            return list(capture.collect(buffer.noted, buffer.dialect))
+        except Exception:
+            logger.exception(
+                "audit_mongo: %d row changes of a flush could not be captured", len(buffer.noted)
+            )
+            return []
+
+    def _deliver(self, session: Session, row_changes: list[RowChange]) -> None:
+        try:
+            documents = build_documents(
+                row_changes,
+                user_id=self._actor.current(),
+                transaction_id=new_transaction_id(),
+                created_at=commit_time(),
+            )
+        except Exception:
+            logger.exception("audit_mongo: %d audit documents could not be built", len(row_changes))
+            return
+        self._writer.write(documents)
+
+
+def _noted(
+    info: TableInfo, state: InstanceState[Any], connection: Connection, action: Action
+) -> Noted:
+    if action == "update":
+        return capture.note_update(info, state, connection)
+    if action == "delete":
+        return capture.note_delete(info, state, connection)
+    return Noted(info, "create", None)

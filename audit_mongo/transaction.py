@@ -1,0 +1,156 @@
+"""The per-transaction buffer: row changes wait here until their transaction's fate is known.
+
+Each session gets one ``SessionBuffer`` per audit log, in ``session.info``. Changes of a
+flush go to the frame of the innermost open savepoint (or of the root transaction); a
+released savepoint's frame is merged into its parent's, a rolled-back one is dropped, and
+the root frame is handed on only after the database has committed.
+
+Event facts this relies on (checked by running SQLAlchemy 2.x, see ``shared/notes``):
+the commit's final flush runs after ``before_commit``; ``after_commit`` also fires when a
+savepoint is released, with that savepoint still current; every transaction, root, savepoint
+or one a flush opens, ends with ``after_transaction_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm.state import InstanceState
+
+from .capture import Noted
+from .changes import RowChange, RowKey, merge
+
+Frame = dict[RowKey, RowChange]
+CommitHandler = Callable[[Session, list[RowChange]], None]
+FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, RowChange]]]
+
+
+class SessionBuffer:
+    """What one audit log has captured in one session and not yet delivered."""
+
+    __slots__ = ("dialect", "frames", "noted")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect  # of the flush's connection, for TypeDecorator fallbacks
+        self.noted: dict[InstanceState[Any], Noted] = {}
+        self.frames: dict[SessionTransaction, Frame] = {}
+
+    def record(self, transaction: SessionTransaction, key: RowKey, change: RowChange) -> None:
+        """Add ``change`` to the transaction's frame, netted with an earlier change."""
+        frame = self.frames.setdefault(transaction, {})
+        earlier = frame.get(key)
+        if earlier is None:
+            frame[key] = change
+            return
+        merged = merge(earlier, change)
+        if merged is None:
+            del frame[key]
+        else:
+            frame[key] = merged
+
+    def release(self, savepoint: SessionTransaction) -> None:
+        """A released savepoint's changes become its parent's."""
+        frame = self.frames.pop(savepoint, None)
+        if frame:
+            parent = _frame_owner(savepoint.parent)
+            for key, change in frame.items():
+                self.record(parent, key, change)
+
+
+def _frame_owner(transaction: SessionTransaction | None) -> SessionTransaction:
+    """The nearest savepoint or root transaction, skipping those a flush opens."""
+    while transaction is not None and not transaction.nested and transaction.parent is not None:
+        transaction = transaction.parent
+    if transaction is None:
+        raise RuntimeError("a savepoint without a parent transaction")
+    return transaction
+
+
+class TransactionBuffer:
+    """Listens to every ``Session`` and keeps one log's changes per transaction.
+
+    ``collect`` turns the instances noted during a flush into row changes; ``on_commit``
+    receives a root transaction's net changes once the database has committed them.
+    """
+
+    def __init__(self, collect: FlushCollector, on_commit: CommitHandler) -> None:
+        self._collect = collect
+        self._on_commit = on_commit
+        self._listeners: list[tuple[str, Callable[..., None]]] = [
+            ("before_flush", self._before_flush),
+            ("after_flush", self._after_flush),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+            ("after_transaction_end", self._after_transaction_end),
+        ]
+        for name, listener in self._listeners:
+            event.listen(Session, name, listener)
+
+    def close(self) -> None:
+        for name, listener in self._listeners:
+            if event.contains(Session, name, listener):
+                event.remove(Session, name, listener)
+
+    def buffer(self, session: Session, dialect: Dialect) -> SessionBuffer:
+        """This log's buffer for ``session``, created on first use."""
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is None:
+            buffer = session.info[self] = SessionBuffer(dialect)
+        else:
+            buffer.dialect = dialect
+        return buffer
+
+    def pending(self, session: Session) -> Iterator[RowChange]:
+        """The changes captured in ``session`` and not yet committed (all frames)."""
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is not None:
+            for frame in buffer.frames.values():
+                yield from frame.values()
+
+    def _before_flush(self, session: Session, *_: Any) -> None:
+        # Instances noted by a flush that failed must not leak into the next one.
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is not None:
+            buffer.noted.clear()
+
+    def _after_flush(self, session: Session, _flush_context: Any) -> None:
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is None or not buffer.noted:
+            return
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        if transaction is None:
+            return
+        for key, change in self._collect(session, buffer):
+            buffer.record(transaction, key, change)
+        buffer.noted.clear()
+
+    def _after_commit(self, session: Session) -> None:
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is None:
+            return
+        savepoint = session.get_nested_transaction()
+        if savepoint is not None:
+            buffer.release(savepoint)
+            return
+        root = session.get_transaction()
+        frame = buffer.frames.pop(root, None) if root is not None else None
+        if frame:
+            self._on_commit(session, list(frame.values()))
+
+    def _after_rollback(self, session: Session) -> None:
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is not None:
+            buffer.noted.clear()
+
+    def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is None:
+            return
+        if transaction.parent is None:
+            del session.info[self]
+        elif transaction.nested:
+            buffer.frames.pop(transaction, None)  # released frames were merged already

@@ -1,0 +1,101 @@
+"""Fixtures: an audit collection (mongomock, or the server in AUDIT_MONGO_TEST_URI), a SQLite
+engine with the test models, and an ``AuditLog`` wired both ways users wire it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import bson
+import pytest
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+from audit_mongo import AuditLog
+from tests.models import Account, Base, Client, Device, Membership, Sample
+
+TRACKED = (Client, Account, Sample, Membership, Device)
+MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
+REAL_MONGO_URI = os.environ.get("AUDIT_MONGO_TEST_URI")
+
+
+def make_collection() -> tuple[Any, Any]:
+    """A fresh, empty audit collection and the client that owns it."""
+    name = f"user_logs_{uuid.uuid4().hex[:12]}"
+    if REAL_MONGO_URI:
+        from pymongo import MongoClient
+
+        client: Any = MongoClient(REAL_MONGO_URI, tz_aware=True, serverSelectionTimeoutMS=5000)
+        return client, client.get_default_database("audit_mongo_test")[name]
+    import mongomock
+
+    client = mongomock.MongoClient(tz_aware=True)
+    return client, client["audit_mongo_test"][name]
+
+
+@pytest.fixture
+def collection() -> Iterator[Any]:
+    client, coll = make_collection()
+    yield coll
+    coll.drop()
+    client.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Iterator[Engine]:
+    eng = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    Base.metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+def wire_like_the_blog_post(audit: AuditLog, models: tuple[type, ...]) -> list[tuple[Any, ...]]:
+    receivers = (
+        audit.receive_before_insert,
+        audit.receive_before_update,
+        audit.receive_before_delete,
+    )
+    wired = []
+    for model in models:
+        for name, receiver in zip(MAPPER_EVENTS, receivers, strict=True):
+            event.listen(model, name, receiver)
+            wired.append((model, name, receiver))
+    return wired
+
+
+@pytest.fixture(params=["track", "event.listen"])
+def audit(request: pytest.FixtureRequest, collection: Any) -> Iterator[AuditLog]:
+    """An AuditLog on the test models, wired with track() or with the blog post's event.listen."""
+    log = AuditLog(collection)
+    wired: list[tuple[Any, ...]] = []
+    if request.param == "track":
+        for model in TRACKED:
+            log.track(model)
+    else:
+        wired = wire_like_the_blog_post(log, TRACKED)
+    yield log
+    log.close()
+    for target, name, receiver in wired:
+        event.remove(target, name, receiver)
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine) as s:
+        yield s
+
+
+def stored(collection: Any, **query: Any) -> list[dict[str, Any]]:
+    """Every audit document, oldest first; each is checked to pass ``bson.encode``."""
+    documents = list(collection.find(query).sort([("created_at", 1), ("_id", 1)]))
+    for document in documents:
+        bson.encode(document)
+    return documents
+
+
+def only(collection: Any, **query: Any) -> dict[str, Any]:
+    documents = stored(collection, **query)
+    assert len(documents) == 1, documents
+    return documents[0]

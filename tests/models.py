@@ -1,0 +1,148 @@
+"""Models the tests audit: the blog post's Client, and models exercising value types and keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    Interval,
+    LargeBinary,
+    Numeric,
+    PickleType,
+    String,
+    Text,
+    Time,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Client(Base):
+    """The blog post's model."""
+
+    __tablename__ = "clients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(255))
+
+
+class Account(Base):
+    """Attribute keys that differ from column names, a secret, a deferred column."""
+
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column("user_name", String(50))
+    password: Mapped[str | None] = mapped_column(String(100))
+    notes: Mapped[str | None] = deferred(mapped_column(Text))
+
+
+class Color(enum.Enum):
+    RED = "r"
+    GREEN = "g"
+
+
+class Point:
+    """A value type only a TypeDecorator knows how to store."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))
+
+
+class PointType(TypeDecorator[Point]):
+    impl = String(50)
+    cache_ok = True
+
+    def process_bind_param(self, value: Point | None, dialect: Any) -> str | None:
+        return None if value is None else f"{value.x},{value.y}"
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Point | None:
+        if value is None:
+            return None
+        x, y = value.split(",")
+        return Point(int(x), int(y))
+
+
+class Opaque:
+    """A value with no BSON form and no TypeDecorator: stored in the fallback form."""
+
+    def __repr__(self) -> str:
+        return "Opaque()"
+
+
+class OpaqueType(TypeDecorator[Opaque]):
+    impl = String(10)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else "opaque"
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return value
+
+
+class Sample(Base):
+    """One column per kind of value the normaliser handles."""
+
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    price: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    day: Mapped[dt.date | None] = mapped_column(Date)
+    at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    at_tz: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    clock: Mapped[dt.time | None] = mapped_column(Time)
+    span: Mapped[dt.timedelta | None] = mapped_column(Interval)
+    token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    color: Mapped[Color | None] = mapped_column(Enum(Color))
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    ratio: Mapped[float | None]
+    where: Mapped[Point | None] = mapped_column(PointType)
+    odd: Mapped[Any] = mapped_column(OpaqueType, nullable=True)
+    pickled: Mapped[Any] = mapped_column(PickleType, nullable=True)
+
+
+class Membership(Base):
+    """A composite primary key with a string part."""
+
+    __tablename__ = "memberships"
+    group: Mapped[str] = mapped_column(String(20), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+    role: Mapped[str | None] = mapped_column(String(20))
+
+
+class Device(Base):
+    """A UUID primary key."""
+
+    __tablename__ = "devices"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    label: Mapped[str | None] = mapped_column(String(20))
+
+
+class Untracked(Base):
+    """A model the tests never track."""
+
+    __tablename__ = "untracked"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(20))

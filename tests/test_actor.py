@@ -1,0 +1,108 @@
+"""``current_user_id``: acting_as() for a block, else user_loader, else null."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from audit_mongo import AuditLog
+from tests.conftest import only, stored
+from tests.models import Base, Client
+
+
+def test_acting_as_attributes_the_commit(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add(Client(name="a"))
+    with audit.acting_as(42):
+        session.commit()
+
+    assert only(collection)["current_user_id"] == 42
+
+
+def test_user_loader_is_used_when_nobody_is_acting(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    audit.user_loader = lambda: "u-7"
+    session.add(Client(name="a"))
+    session.commit()
+    session.add(Client(name="b"))
+    with audit.acting_as(1):  # acting_as wins over the loader
+        session.commit()
+
+    assert [d["current_user_id"] for d in stored(collection)] == ["u-7", 1]
+
+
+def test_a_failing_user_loader_records_null_and_the_commit_succeeds(
+    audit: AuditLog, session: Session, collection: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_request() -> Any:
+        raise RuntimeError("working outside of request context")
+
+    audit.user_loader = no_request
+    session.add(Client(name="a"))
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        session.commit()
+
+    assert only(collection)["current_user_id"] is None
+    assert "user_loader raised RuntimeError" in caplog.text
+
+
+def test_acting_as_none_overrides_the_loader(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    audit.user_loader = lambda: 5
+    session.add(Client(name="a"))
+    with audit.acting_as(None):
+        session.commit()
+
+    assert only(collection)["current_user_id"] is None
+
+
+def test_acting_as_is_per_thread(audit: AuditLog, engine: Engine, collection: Any) -> None:
+    both_inside = threading.Barrier(2)
+
+    def work(user_id: int) -> None:
+        with Session(engine) as s, audit.acting_as(user_id):
+            s.add(Client(name=f"by {user_id}"))
+            both_inside.wait(timeout=10)  # the other thread is acting as someone else now
+            s.commit()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    by_user = {d["current_user_id"]: d["changes"]["name"]["added"][0] for d in stored(collection)}
+    assert by_user == {1: "by 1", 2: "by 2"}
+
+
+def test_acting_as_is_per_asyncio_task(audit: AuditLog, tmp_path: Any, collection: Any) -> None:
+    async def main() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        both_inside = asyncio.Barrier(2)
+
+        async def work(user_id: int) -> None:
+            async with AsyncSession(engine) as s:
+                with audit.acting_as(user_id):
+                    s.add(Client(name=f"by {user_id}"))
+                    await both_inside.wait()
+                    await s.commit()
+
+        await asyncio.gather(work(1), work(2))
+        await engine.dispose()
+
+    asyncio.run(main())
+
+    by_user = {d["current_user_id"]: d["changes"]["name"]["added"][0] for d in stored(collection)}
+    assert by_user == {1: "by 1", 2: "by 2"}

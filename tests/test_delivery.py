@@ -1,0 +1,169 @@
+"""A Mongo failure never breaks, or stalls, the application's commit, and is never silent."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import pytest
+from bson.errors import InvalidDocument
+from pymongo import MongoClient
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    DocumentTooLarge,
+    OperationFailure,
+    WriteConcernError,
+)
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from audit_mongo import AuditLog
+from audit_mongo.delivery import MongoWriter, repair
+from tests.models import Client
+
+
+def closed_loopback_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def commit_one_client(audit: AuditLog, engine: Engine, name: str = "kept") -> None:
+    audit.track(Client)
+    with Session(engine) as s:
+        s.add(Client(name=name))
+        s.commit()
+
+
+def clients_in_database(engine: Engine) -> int:
+    with Session(engine) as s:
+        return int(s.scalar(select(func.count()).select_from(Client)) or 0)
+
+
+def test_unreachable_mongo_neither_breaks_nor_stalls_the_commit(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pymongo's own default would wait 30 s for a server; the log's bound is what counts.
+    client: Any = MongoClient(f"mongodb://127.0.0.1:{closed_loopback_port()}/app")
+    audit = AuditLog(client.app.user_logs, timeout=0.5)
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.ERROR, logger="audit_mongo"):
+            commit_one_client(audit, engine)
+    finally:
+        audit.close()
+        client.close()
+
+    assert time.monotonic() - started < 10  # far below pymongo's 30 s default
+    assert clients_in_database(engine) == 1
+    assert "1 of 1 audit documents were not written" in caplog.text
+    assert "ServerSelectionTimeoutError" in caplog.text
+
+
+class FailingCollection:
+    """A collection whose insert_many raises ``error`` every time."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> None:
+        self.calls += 1
+        raise self.error
+
+
+WRITE_ERRORS = [
+    AutoReconnect("connection reset"),
+    OperationFailure("not authorized on app to execute command", code=13),
+    WriteConcernError("waiting for replication timed out", code=64),
+    InvalidDocument("cannot encode object"),
+    DocumentTooLarge("BSON document too large"),
+    ValueError("bad value"),
+    OverflowError("MongoDB can only handle up to 8-byte ints"),
+]
+
+
+@pytest.mark.parametrize("error", WRITE_ERRORS, ids=lambda e: type(e).__name__)
+def test_every_kind_of_write_error_is_logged_with_its_count_and_the_commit_succeeds(
+    engine: Engine, error: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = FailingCollection(error)
+    audit = AuditLog(failing)
+    try:
+        with caplog.at_level(logging.ERROR, logger="audit_mongo"):
+            commit_one_client(audit, engine)
+    finally:
+        audit.close()
+
+    assert failing.calls >= 1
+    assert clients_in_database(engine) == 1
+    assert "1 of 1 audit documents were not written" in caplog.text
+    assert type(error).__name__ in caplog.text
+
+
+def bulk_error(codes: list[int], inserted: int) -> BulkWriteError:
+    return BulkWriteError(
+        {
+            "writeErrors": [
+                {"index": i, "code": code, "errmsg": "E", "op": {"secret": "value"}}
+                for i, code in enumerate(codes)
+            ],
+            "writeConcernErrors": [],
+            "nInserted": inserted,
+        }
+    )
+
+
+def test_duplicate_keys_count_as_delivered(caplog: pytest.LogCaptureFixture) -> None:
+    writer = MongoWriter(FailingCollection(bulk_error([11000, 11000], inserted=1)))
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        confirmed = writer.write([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+
+    assert confirmed == 3
+    assert caplog.text == ""
+
+
+def test_other_write_errors_are_counted_and_logged_without_the_documents(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = MongoWriter(FailingCollection(bulk_error([11000, 121], inserted=1)))
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        confirmed = writer.write([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+
+    assert confirmed == 2
+    assert "1 of 3 audit documents were not written" in caplog.text
+    assert "codes [121]" in caplog.text
+    assert "value" not in caplog.text  # BulkWriteError's text embeds documents: never logged
+
+
+def test_repair_replaces_unencodable_values_and_keeps_good_documents_as_they_are() -> None:
+    good = {"_id": 1, "table_name": "t", "changes": {"a": {"added": [1], "deleted": []}}}
+    bad = {"_id": 2, "table_name": "t", "changes": {"a": {"added": [object()], "deleted": []}}}
+
+    assert repair(good) is good
+    fixed = repair(bad)
+    assert fixed["changes"]["a"]["added"][0]["unrepresentable"] == "builtins.object"
+    assert fixed["_id"] == 2
+
+
+def test_repair_shrinks_a_document_over_16_mib() -> None:
+    huge = "x" * (17 * 1024 * 1024)
+    document = {
+        "_id": 1,
+        "table_name": "t",
+        "changes": {
+            "body": {"added": [huge], "deleted": []},
+            "title": {"added": ["t"], "deleted": []},
+        },
+    }
+
+    fixed = repair(document)
+
+    assert fixed["changes"]["title"] == {"added": ["t"], "deleted": []}
+    marker = fixed["changes"]["body"]["added"][0]
+    assert marker["omitted"] == "too large"
+    assert marker["bson_bytes"] > 17 * 1024 * 1024

@@ -1,0 +1,250 @@
+"""The document each committed row change produces (schema version 1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from bson import ObjectId
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit_mongo import AuditLog
+from tests.conftest import only, stored
+from tests.models import Account, Client, Device, Membership, Untracked
+
+
+def test_create_records_the_autoincrement_id_and_every_non_null_column(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Company A", email="a@example.com")
+    session.add(client)
+    session.commit()
+
+    document = only(collection)
+    assert document["action"] == "create"
+    assert document["table_name"] == "clients"
+    assert document["object_id"] == client.id
+    assert isinstance(document["object_id"], int)
+    assert document["changes"] == {
+        "id": {"added": [client.id], "deleted": []},
+        "name": {"added": ["Company A"], "deleted": []},
+        "email": {"added": ["a@example.com"], "deleted": []},
+    }
+
+
+def test_document_carries_metadata_and_fixed_field_names(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    session.add(Client(name="A"))
+    session.commit()
+
+    document = only(collection)
+    assert set(document) == {
+        "_id",
+        "current_user_id",
+        "action",
+        "table_name",
+        "object_id",
+        "changes",
+        "created_at",
+        "transaction_id",
+        "schema_version",
+    }
+    assert isinstance(document["_id"], ObjectId)
+    assert document["current_user_id"] is None
+    assert document["schema_version"] == 1
+    assert isinstance(document["transaction_id"], str)
+    uuid.UUID(document["transaction_id"])
+    created_at = document["created_at"]
+    assert created_at.tzinfo is not None
+    assert before <= created_at <= dt.datetime.now(dt.timezone.utc)
+
+
+def test_update_records_only_attributes_whose_value_changed(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Company B", email="b@example.com", phone="1")
+    session.add(client)
+    session.commit()
+    loaded = session.get(Client, client.id)
+    assert loaded is not None
+    loaded.name = "Company A"
+    loaded.email = "b@example.com"  # same value: not a change
+    session.commit()
+
+    document = only(collection, action="update")
+    assert document["object_id"] == client.id
+    assert document["changes"] == {"name": {"added": ["Company A"], "deleted": ["Company B"]}}
+
+
+def test_update_of_an_expired_attribute_reads_the_old_value(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Old", phone="1")
+    session.add(client)
+    session.commit()  # expires every attribute
+    client.name = "New"  # set without loading: SQLAlchemy does not know the old value
+    session.commit()
+
+    document = only(collection, action="update")
+    assert document["changes"] == {"name": {"added": ["New"], "deleted": ["Old"]}}
+
+
+def test_setting_an_expired_attribute_to_its_stored_value_writes_nothing(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Same")
+    session.add(client)
+    session.commit()
+    client.name = "Same"
+    session.commit()
+
+    assert [d["action"] for d in stored(collection)] == ["create"]
+
+
+def test_update_to_null_and_from_null_is_recorded(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="A", phone="555")
+    session.add(client)
+    session.commit()
+    client.phone = None
+    client.email = "x@example.com"
+    session.commit()
+
+    document = only(collection, action="update")
+    assert document["changes"] == {
+        "phone": {"added": [None], "deleted": ["555"]},
+        "email": {"added": ["x@example.com"], "deleted": [None]},
+    }
+
+
+def test_delete_records_every_column_including_nulls(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Gone", email="g@example.com")
+    session.add(client)
+    session.commit()
+    client_id = client.id
+    session.delete(client)  # every attribute is expired by the commit above
+    session.commit()
+
+    document = only(collection, action="delete")
+    assert document["object_id"] == client_id
+    assert document["changes"] == {
+        "id": {"added": [], "deleted": [client_id]},
+        "name": {"added": [], "deleted": ["Gone"]},
+        "email": {"added": [], "deleted": ["g@example.com"]},
+        "phone": {"added": [], "deleted": [None]},
+    }
+
+
+def test_delete_of_an_object_never_loaded_records_its_values(
+    audit: AuditLog, engine: Any, collection: Any
+) -> None:
+    with Session(engine) as first:
+        first.add(Account(login="ann", password="pw", notes="deferred text"))
+        first.commit()
+    with Session(engine) as second:
+        account = second.scalars(select(Account)).one()  # `notes` is deferred, never loaded
+        assert "notes" not in account.__dict__
+        second.delete(account)
+        second.commit()
+
+    document = only(collection, action="delete")
+    assert document["changes"]["notes"] == {"added": [], "deleted": ["deferred text"]}
+    assert document["changes"]["login"] == {"added": [], "deleted": ["ann"]}
+
+
+def test_delete_of_a_modified_object_records_the_stored_values(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="Stored")
+    session.add(client)
+    session.commit()
+    client.name = "Unsaved edit"
+    session.delete(client)
+    session.commit()
+
+    document = only(collection, action="delete")
+    assert document["changes"]["name"] == {"added": [], "deleted": ["Stored"]}
+
+
+def test_attribute_keys_are_used_not_column_names(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add(Account(login="bob"))
+    session.commit()
+
+    document = only(collection)
+    assert "login" in document["changes"]
+    assert "user_name" not in document["changes"]
+
+
+def test_composite_primary_key_is_a_list_in_key_column_order(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    client = Client(name="M")
+    session.add(client)
+    session.flush()
+    membership = Membership(group="admins", member_id=client.id, role="owner")
+    session.add(membership)
+    session.commit()
+    membership.role = "member"
+    session.commit()
+
+    documents = stored(collection, table_name="memberships")
+    assert [d["action"] for d in documents] == ["create", "update"]
+    assert all(d["object_id"] == ["admins", client.id] for d in documents)
+
+
+def test_uuid_primary_key_is_stored_as_its_string(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    device = Device(label="phone")
+    session.add(device)
+    session.commit()
+
+    assert only(collection)["object_id"] == str(device.id)
+
+
+def test_untracked_models_record_nothing(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add(Untracked(label="x"))
+    session.commit()
+
+    assert stored(collection) == []
+
+
+def test_documents_of_one_commit_share_time_and_transaction_in_change_order(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    first, second = Client(name="first"), Client(name="third")
+    session.add(first)
+    session.flush()
+    session.add(Account(login="second"))
+    session.flush()
+    session.add(second)
+    session.commit()
+
+    documents = stored(collection)
+    assert len(documents) == 3
+    assert len({d["created_at"] for d in documents}) == 1
+    assert len({d["transaction_id"] for d in documents}) == 1
+    names = [d["changes"].get("name", d["changes"].get("login"))["added"][0] for d in documents]
+    assert names == ["first", "second", "third"]
+
+
+def test_each_commit_gets_its_own_transaction_id(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add(Client(name="a"))
+    session.commit()
+    session.add(Client(name="b"))
+    session.commit()
+
+    assert len({d["transaction_id"] for d in stored(collection)}) == 2
