@@ -10,7 +10,7 @@ from typing import Any
 
 import bson
 import pytest
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
@@ -19,6 +19,7 @@ from tests.models import Account, Base, Client, Device, Membership, Sample
 TRACKED = (Client, Account, Sample, Membership, Device)
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
 REAL_MONGO_URI = os.environ.get("AUDIT_MONGO_TEST_URI")
+POSTGRES_URL = os.environ.get("AUDIT_TEST_POSTGRES_URL")
 
 
 def make_collection() -> tuple[Any, Any]:
@@ -43,12 +44,37 @@ def collection() -> Iterator[Any]:
     client.close()
 
 
-@pytest.fixture
-def engine(tmp_path: Any) -> Iterator[Engine]:
-    eng = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
+    """The application database: a SQLite file, and PostgreSQL when configured."""
+    if request.param == "sqlite":
+        eng = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        Base.metadata.create_all(eng)
+        yield eng
+        eng.dispose()
+    else:
+        yield from postgresql_engine()
+
+
+def postgresql_engine() -> Iterator[Engine]:
+    """An engine on a schema of its own in the server AUDIT_TEST_POSTGRES_URL names."""
+    if not POSTGRES_URL:
+        pytest.skip(
+            "PostgreSQL not configured: set AUDIT_TEST_POSTGRES_URL (.ci/postgres starts one)"
+        )
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    eng = create_engine(POSTGRES_URL, connect_args={"options": f"-c search_path={schema}"})
     Base.metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def wire_like_the_blog_post(audit: AuditLog, models: tuple[type, ...]) -> list[tuple[Any, ...]]:

@@ -1,0 +1,94 @@
+"""Opening a log from a URI, its indexes, its settings, and the quickstart example."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit_mongo import AuditLog
+from tests.conftest import REAL_MONGO_URI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_from_uri_uses_the_database_in_the_uri_or_the_default() -> None:
+    named = AuditLog.from_uri("mongomock://localhost/app", collection="trail")
+    default = AuditLog.from_uri("mongomock://")
+    explicit = AuditLog.from_uri("mongomock://localhost/app", database="other")
+    try:
+        assert named.collection.full_name == "app.trail"
+        assert default.collection.full_name == "audit.user_logs"
+        assert explicit.collection.full_name == "other.user_logs"
+    finally:
+        for log in (named, default, explicit):
+            log.close()
+
+
+def test_from_uri_builds_a_real_pymongo_client_without_connecting() -> None:
+    log = AuditLog.from_uri("mongodb://127.0.0.1:1/app?serverSelectionTimeoutMS=100")
+    try:
+        assert log.collection.full_name == "app.user_logs"
+        assert type(log.collection).__module__.startswith("pymongo")
+        assert log.collection.database.client.codec_options.tz_aware
+    finally:
+        log.close()
+
+
+def test_timeout_must_be_positive(collection: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        AuditLog(collection, timeout=0)
+
+
+def test_ensure_indexes_is_idempotent(collection: Any) -> None:
+    audit = AuditLog(collection)
+    try:
+        first = audit.ensure_indexes()
+        second = audit.ensure_indexes()
+    finally:
+        audit.close()
+
+    assert first == second
+    indexes = {name: {"key": list(i["key"])} for name, i in collection.index_information().items()}
+    assert indexes["audit_row_history"]["key"] == [
+        ("table_name", 1),
+        ("object_id", 1),
+        ("created_at", -1),
+        ("_id", -1),
+    ]
+    assert indexes["audit_user_history"]["key"][0] == ("current_user_id", 1)
+    assert indexes["audit_created_at"]["key"] == [("created_at", 1), ("_id", 1)]
+    assert indexes["audit_transaction"]["key"] == [("transaction_id", 1)]
+
+
+def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_MONGO_")}
+    if REAL_MONGO_URI:  # write where the collection fixture will drop it
+        env["AUDIT_MONGO_URI"] = REAL_MONGO_URI
+        env["AUDIT_MONGO_COLLECTION"] = collection.name
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+
+    where = collection.full_name if REAL_MONGO_URI else "audit.user_logs"
+    assert result.stdout.rstrip().endswith(f"3 audit documents in {where}")
+    decoder = json.JSONDecoder()
+    text, documents = result.stdout, []
+    position = text.index("{")
+    while position < len(text) and text[position] == "{":
+        document, end = decoder.raw_decode(text, position)
+        documents.append(document)
+        position = end + 1
+    assert [d["action"] for d in documents] == ["create", "update", "delete"]
+    assert {d["current_user_id"] for d in documents} == {42}
+    assert documents[1]["changes"]["name"] == {"added": ["Company A"], "deleted": ["Company B"]}
