@@ -84,7 +84,6 @@ class TransactionBuffer:
             ("before_flush", self._before_flush),
             ("after_flush", self._after_flush),
             ("after_commit", self._after_commit),
-            ("after_rollback", self._after_rollback),
             ("after_transaction_end", self._after_transaction_end),
         ]
         for name, listener in self._listeners:
@@ -140,11 +139,6 @@ class TransactionBuffer:
         frame = buffer.frames.pop(root, None) if root is not None else None
         if frame:
             self._on_commit(session, list(frame.values()))
-
-    def _after_rollback(self, session: Session) -> None:
-        buffer: SessionBuffer | None = session.info.get(self)
-        if buffer is not None:
-            buffer.noted.clear()
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

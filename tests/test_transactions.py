@@ -68,6 +68,21 @@ def test_a_failed_flush_leaves_nothing_behind(
     assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["a"], ["c"]]
 
 
+def test_a_failed_flush_inside_a_savepoint_leaves_nothing_behind(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    committed_client(session, name="a", email="dup@example.com")
+    savepoint = session.begin_nested()
+    session.add(Client(name="b", email="dup@example.com"))
+    with pytest.raises(IntegrityError):
+        session.flush()
+    savepoint.rollback()
+    session.add(Client(name="c"))
+    session.commit()
+
+    assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["a"], ["c"]]
+
+
 def test_rolled_back_savepoint_drops_exactly_its_changes(
     audit: AuditLog, session: Session, collection: Any
 ) -> None:
@@ -79,6 +94,7 @@ def test_rolled_back_savepoint_drops_exactly_its_changes(
     session.add(Client(name="inner insert"))
     session.flush()
     savepoint.rollback()
+    assert [c.action for c in audit.pending_changes(session)] == ["update"]
     session.add(Client(name="outer insert"))
     session.commit()
 
