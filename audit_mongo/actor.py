@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from sqlalchemy import inspect
+from sqlalchemy.orm.state import InstanceState
+
 from .normalise import column_value_to_bson
 
 logger = logging.getLogger("audit_mongo")
@@ -36,10 +39,12 @@ class Actor:
 
     def current(self) -> Any:
         """The BSON-safe id of whoever acts now; None when nobody is known."""
-        user_id = self._acting.get()
-        if user_id is _UNSET:
-            user_id = self._load()
-        return None if user_id is None else column_value_to_bson(user_id, None, None, "user id")
+        user = self._acting.get()
+        if user is _UNSET:
+            user = self._load()
+        if user is None:
+            return None
+        return column_value_to_bson(_identity_of(user), None, None, "user id")
 
     def _load(self) -> Any:
         loader = self.user_loader
@@ -53,3 +58,12 @@ class Actor:
                 type(exc).__name__,
             )
             return None
+
+
+def _identity_of(user: Any) -> Any:
+    """A mapped object (say the User row itself) acts through its primary key."""
+    state = inspect(user, raiseerr=False)
+    if isinstance(state, InstanceState) and state.identity is not None:
+        identity = state.identity
+        return identity[0] if len(identity) == 1 else list(identity)
+    return user

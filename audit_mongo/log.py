@@ -148,7 +148,7 @@ class AuditLog:
         if self._client is not None:
             self._client.close()
 
-    def pending_changes(self, session: Session) -> list[RowChange]:
+    def uncommitted_changes(self, session: Session) -> list[RowChange]:
         """Changes captured in ``session`` that its transaction has not committed yet."""
         return list(self._buffer.pending(session))
 

@@ -55,6 +55,19 @@ def test_a_failing_user_loader_records_null_and_the_commit_succeeds(
     assert "user_loader raised RuntimeError" in caplog.text
 
 
+def test_a_mapped_object_acts_through_its_primary_key(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    admin = Client(name="admin")
+    session.add(admin)
+    session.commit()
+    session.add(Client(name="b"))
+    with audit.acting_as(admin):
+        session.commit()
+
+    assert stored(collection)[-1]["current_user_id"] == admin.id
+
+
 def test_acting_as_none_overrides_the_loader(
     audit: AuditLog, session: Session, collection: Any
 ) -> None:

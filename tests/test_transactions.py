@@ -27,10 +27,10 @@ def test_nothing_is_written_before_the_commit(
     session.flush()
 
     assert stored(collection) == []
-    assert [c.action for c in audit.pending_changes(session)] == ["create"]
+    assert [c.action for c in audit.uncommitted_changes(session)] == ["create"]
     session.commit()
     assert len(stored(collection)) == 1
-    assert audit.pending_changes(session) == []
+    assert audit.uncommitted_changes(session) == []
 
 
 def test_rolled_back_work_writes_nothing(
@@ -94,7 +94,7 @@ def test_rolled_back_savepoint_drops_exactly_its_changes(
     session.add(Client(name="inner insert"))
     session.flush()
     savepoint.rollback()
-    assert [c.action for c in audit.pending_changes(session)] == ["update"]
+    assert [c.action for c in audit.uncommitted_changes(session)] == ["update"]
     session.add(Client(name="outer insert"))
     session.commit()
 

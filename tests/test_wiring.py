@@ -108,7 +108,7 @@ def test_close_removes_every_listener_the_log_added(engine: Engine) -> None:
     with Session(engine) as s:
         s.add(Client(name="after close"))
         s.flush()
-        assert audit.pending_changes(s) == []
+        assert audit.uncommitted_changes(s) == []
         s.commit()
     assert list(audit.collection.find()) == []
 
