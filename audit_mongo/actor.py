@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,13 +39,15 @@ class Actor:
             self._acting.reset(token)
 
     def current(self) -> Any:
-        """The BSON-safe id of whoever acts now; None when nobody is known."""
+        """The BSON-safe id of whoever acts now; None when nobody is known. Never raises."""
         user = self._acting.get()
         if user is _UNSET:
             user = self._load()
         if user is None:
             return None
-        return column_value_to_bson(_identity_of(user), None, None, "user id")
+        with contextlib.suppress(Exception):  # an odd proxy: stored as it is, as a fallback
+            user = _identity_of(user)
+        return column_value_to_bson(user, None, None, "user id")
 
     def _load(self) -> Any:
         loader = self.user_loader

@@ -26,7 +26,6 @@ logger = logging.getLogger("audit_mongo")
 
 DUPLICATE_KEY = 11000
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
-LARGE_VALUE_BYTES = 1024 * 1024
 Document = dict[str, Any]
 
 
@@ -138,32 +137,47 @@ def _describe(exc: BaseException | None) -> str:
 def repair(document: Document) -> Document:
     """``document`` itself if it encodes within the size limit, else a copy that does.
 
-    Each change value that cannot be encoded is replaced by the ``unrepresentable``
-    fallback, and in a document over 16 MiB each value over 1 MiB by
-    ``{"omitted": "too large", "bson_bytes": n}``.
+    In the copy, each change value that cannot be encoded becomes the ``unrepresentable``
+    fallback; then, while the document is over 16 MiB, the largest values, one by one,
+    become ``{"omitted": "too large", "bson_bytes": n}``.
     """
     try:
         if len(bson.encode(document)) <= MAX_DOCUMENT_BYTES:
             return document
-        too_large = True
     except Exception:
-        too_large = False
+        pass
     where = f"{document.get('table_name')}.changes"
     changes = {
         attribute: {
-            side: [_fit(value, too_large, f"{where}.{attribute}") for value in values]
+            side: [_encodable(value, f"{where}.{attribute}") for value in values]
             for side, values in change.items()
         }
         for attribute, change in document.get("changes", {}).items()
     }
-    return {**document, "changes": changes}
+    repaired = {**document, "changes": changes}
+    excess = len(bson.encode(repaired)) - MAX_DOCUMENT_BYTES
+    if excess > 0:
+        _omit_largest_values(changes, excess)
+    return repaired
 
 
-def _fit(value: Any, too_large: bool, where: str) -> Any:
+def _encodable(value: Any, where: str) -> Any:
     try:
-        size = len(bson.encode({"v": value}))
+        bson.encode({"v": value})
     except Exception:
         return fallback(value, where)
-    if too_large and size > LARGE_VALUE_BYTES:
-        return {"omitted": "too large", "bson_bytes": size}
     return value
+
+
+def _omit_largest_values(changes: dict[str, dict[str, list[Any]]], excess: int) -> None:
+    slots = [
+        (len(bson.encode({"v": value})), values, index)
+        for change in changes.values()
+        for values in change.values()
+        for index, value in enumerate(values)
+    ]
+    for size, values, index in sorted(slots, key=lambda slot: slot[0], reverse=True):
+        if excess <= 0:
+            return
+        values[index] = marker = {"omitted": "too large", "bson_bytes": size}
+        excess -= size - len(bson.encode({"v": marker}))

@@ -18,8 +18,11 @@ Field names are fixed; they are what people query from the Mongo shell::
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bson import ObjectId
@@ -27,6 +30,55 @@ from bson import ObjectId
 from .changes import RowChange
 
 SCHEMA_VERSION = 1
+COUNTER_LIMIT = 1 << 24  # an ObjectId's counter is 3 bytes
+PROCESS_LIMIT = 1 << 40  # and its per-process random part 5
+
+
+class ObjectIdSequence:
+    """ObjectIds that strictly increase within this process, whatever the clock does.
+
+    ``bson.ObjectId()`` orders ids by its 3-byte counter within a second, and that counter
+    starts at a random value and wraps: ids built across the wrap sort out of order. Here the
+    5-byte per-process part is bumped when the counter wraps, and the time never goes back,
+    so sorting by ``_id`` gives the order documents were built in. A forked child draws a
+    new random part, as pymongo does.
+    """
+
+    def __init__(self, counter: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._second = 0
+        self._process = 0
+        self._counter = counter
+
+    def take(self, count: int) -> Iterator[ObjectId]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start_process()
+            second = self._second = max(self._second, int(time.time()))
+            ids = [self._next(second) for _ in range(count)]
+        return iter(ids)
+
+    def _start_process(self) -> None:
+        self._pid = os.getpid()
+        self._process = int.from_bytes(os.urandom(5), "big")
+        if self._counter is None:
+            self._counter = int.from_bytes(os.urandom(3), "big")
+
+    def _next(self, second: int) -> ObjectId:
+        counter = (self._counter or 0) + 1
+        if counter == COUNTER_LIMIT:
+            counter = 0
+            self._process = (self._process + 1) % PROCESS_LIMIT
+        self._counter = counter
+        return ObjectId(
+            second.to_bytes(4, "big")
+            + self._process.to_bytes(5, "big")
+            + counter.to_bytes(3, "big")
+        )
+
+
+_object_ids = ObjectIdSequence()
 
 
 def new_transaction_id() -> str:
@@ -47,9 +99,11 @@ def build_documents(
     created_at: dt.datetime,
 ) -> list[dict[str, Any]]:
     """One document per row change, in the order the changes happened."""
+    changes = list(row_changes)
+    ids = _object_ids.take(len(changes))
     return [
         {
-            "_id": ObjectId(),
+            "_id": next(ids),
             "current_user_id": user_id,
             "action": change.action,
             "table_name": change.table_name,
@@ -59,7 +113,7 @@ def build_documents(
             "transaction_id": transaction_id,
             "schema_version": SCHEMA_VERSION,
         }
-        for change in row_changes
+        for change in changes
     ]
 
 

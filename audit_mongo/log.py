@@ -26,7 +26,7 @@ from .connect import open_collection
 from .delivery import MongoWriter
 from .document import build_documents, commit_time, new_transaction_id
 from .indexes import ensure_indexes
-from .transaction import SessionBuffer, TransactionBuffer
+from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
 
 logger = logging.getLogger("audit_mongo")
 
@@ -73,7 +73,9 @@ class AuditLog:
         self._model_exclude: dict[type, frozenset[str]] = {}
         self._infos: dict[Mapper[Any], TableInfo] = {}
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
-        self._buffer = TransactionBuffer(collect=self._collect, on_commit=self._deliver)
+        self._buffer = TransactionBuffer(
+            collect=self._collect, capture_context=self._actor.current, on_commit=self._deliver
+        )
         self._client: Any = None
         self.closed = False
 
@@ -120,15 +122,19 @@ class AuditLog:
     def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
         """Record changes to ``model``'s rows; a declarative base tracks every mapped subclass.
 
-        ``exclude`` names attributes of this model (and its subclasses) never recorded.
+        ``exclude`` names attributes of this model (and its subclasses) never recorded; it
+        adds to the exclusions of earlier calls, of the model's base classes and of the log.
         Returns ``model``, so it also works as a class decorator.
         """
-        self._model_exclude[model] = frozenset(exclude)
+        self._model_exclude[model] = self._model_exclude.get(model, frozenset()) | set(exclude)
         self._infos.clear()
-        for name, receiver in zip(MAPPER_EVENTS, self._receivers(), strict=True):
-            if not event.contains(model, name, receiver):
-                event.listen(model, name, receiver, propagate=True)
-                self._mapper_listeners.append((model, name, receiver))
+        # Listeners of its own, not the public receivers: SQLAlchemy would take those for a
+        # duplicate of the application's own wiring and drop propagate=True. _note() records
+        # each instance once however many listeners fire.
+        for name, listener in zip(MAPPER_EVENTS, self._tracking_listeners(), strict=True):
+            if not event.contains(model, name, listener):
+                event.listen(model, name, listener, propagate=True)
+                self._mapper_listeners.append((model, name, listener))
         return model
 
     def close(self) -> None:
@@ -172,8 +178,17 @@ class AuditLog:
         """Mapper ``before_delete`` listener."""
         self._note(mapper, connection, target, "delete")
 
-    def _receivers(self) -> tuple[Callable[..., None], ...]:
-        return (self.receive_before_insert, self.receive_before_update, self.receive_before_delete)
+    def _tracking_listeners(self) -> tuple[Callable[..., None], ...]:
+        return (self._track_insert, self._track_update, self._track_delete)
+
+    def _track_insert(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+        self._note(mapper, connection, target, "create")
+
+    def _track_update(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+        self._note(mapper, connection, target, "update")
+
+    def _track_delete(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+        self._note(mapper, connection, target, "delete")
 
     def _note(
         self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
@@ -184,7 +199,8 @@ class AuditLog:
         session = state.session
         if session is None:
             return
-        buffer = self._buffer.buffer(session, connection.dialect)
+        buffer = self._buffer.buffer(session)
+        buffer.dialect = connection.dialect
         if state in buffer.noted:  # wired twice (track() and event.listen): note once
             return
         info = self._info(mapper)
@@ -206,10 +222,10 @@ class AuditLog:
         return info
 
     def _excluded(self, mapper: Mapper[Any]) -> frozenset[str]:
+        excluded = self._exclude
         for cls in mapper.class_.__mro__:
-            if cls in self._model_exclude:
-                return self._exclude | self._model_exclude[cls]
-        return self._exclude
+            excluded |= self._model_exclude.get(cls, frozenset())
+        return excluded
 
     # -- buffer and delivery ----------------------------------------------------------
 
@@ -224,11 +240,13 @@ class AuditLog:
             )
             return []
 
-    def _deliver(self, session: Session, row_changes: list[RowChange]) -> None:
+    def _deliver(self, session: Session, row_changes: list[RowChange], user_id: Any) -> None:
         try:
+            if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
+                user_id = self._actor.current()
             documents = build_documents(
                 row_changes,
-                user_id=self._actor.current(),
+                user_id=user_id,
                 transaction_id=new_transaction_id(),
                 created_at=commit_time(),
             )

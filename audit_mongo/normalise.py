@@ -9,10 +9,11 @@ None, bool, str, float      itself (NaN and ±inf stay BSON doubles)
 int                         itself within signed 64 bits, else its decimal string
 Decimal                     ``Decimal128``; a decimal that needs more than 34 digits: string
 datetime                    ISO 8601 string; aware values converted to UTC (``+00:00``)
+                            unless that overflows (years 1 and 9999), then with their offset
 date / time                 ISO 8601 string (a time keeps its own UTC offset)
 timedelta                   float seconds
 UUID                        canonical string
-Enum member                 its name
+Enum member                 its name (a Flag member: its value)
 bytes, bytearray, memview   BSON binary
 dict                        document; keys made strings, "." and a leading "$" escaped
 list, tuple                 array
@@ -24,11 +25,12 @@ anything else               a TypeDecorator's bind value if the column has one, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import logging
 import math
-import operator
+import numbers
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -78,7 +80,7 @@ def column_value_to_bson(value: Any, column_type: Any, dialect: Any, where: str)
     """
     try:
         return to_bson(value)
-    except Unrepresentable:
+    except Exception:  # Unrepresentable, or a converter choking on an odd value
         pass
     process = getattr(column_type, "process_bind_param", None)
     if process is not None:
@@ -169,7 +171,8 @@ def _decimal(value: Decimal) -> Decimal128 | str:
 
 def _datetime(value: dt.datetime) -> str:
     if value.utcoffset() is not None:
-        value = value.astimezone(dt.timezone.utc)
+        with contextlib.suppress(OverflowError):  # near datetime.min/max: keep the offset
+            value = value.astimezone(dt.timezone.utc)
     return value.isoformat()
 
 
@@ -209,8 +212,8 @@ def _enum(value: enum.Enum) -> str:
     return value.name
 
 
-def _index(value: Any) -> int | str:
-    return _int(operator.index(value))
+def _flag(value: enum.Flag) -> Any:
+    return to_bson(value.value)
 
 
 def _unknown(value: Any) -> Any:
@@ -245,10 +248,11 @@ _CONVERTERS: dict[type, Converter] = {
 
 # Checked in this order for subclasses; Enum first so an IntEnum is stored by name.
 _BASES: tuple[tuple[type | tuple[type, ...], Converter], ...] = (
+    (enum.Flag, _flag),
     (enum.Enum, _enum),
     (bool, _identity),
-    (int, lambda v: _int(int(v))),
-    (float, lambda v: float(v)),
+    (numbers.Integral, lambda v: _int(int(v))),  # int subclasses, numpy integers
+    (numbers.Real, lambda v: float(v)),  # float subclasses, numpy floats
     (str, lambda v: _str(str(v))),
     (dt.datetime, _datetime),
     (dt.date, _isoformat),
@@ -269,12 +273,12 @@ def _converter_for_subclass(cls: type) -> Converter:
     """Find (and cache) the converter for a subclass of a known type, e.g. an Enum."""
     found = next((conv for base, conv in _BASES if issubclass(cls, base)), None)
     if found is None:
-        # numpy integers and other integer-likes: anything usable as an index is an int
-        found = _index if hasattr(cls, "__index__") else _unknown
-    if found is not _unknown:
-        _CONVERTERS[cls] = found
+        return _unknown
+    _CONVERTERS[cls] = found
     return found
 
 
 def is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, Decimal) and value.is_nan()

@@ -25,19 +25,21 @@ from .capture import Noted
 from .changes import RowChange, RowKey, merge
 
 Frame = dict[RowKey, RowChange]
-CommitHandler = Callable[[Session, list[RowChange]], None]
+CommitHandler = Callable[[Session, list[RowChange], Any], None]
+NOT_CAPTURED: Any = object()
 FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, RowChange]]]
 
 
 class SessionBuffer:
     """What one audit log has captured in one session and not yet delivered."""
 
-    __slots__ = ("dialect", "frames", "noted")
+    __slots__ = ("context", "dialect", "frames", "noted")
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect  # of the flush's connection, for TypeDecorator fallbacks
+    def __init__(self) -> None:
+        self.dialect: Dialect | None = None  # of the flush's connection, for TypeDecorators
         self.noted: dict[InstanceState[Any], Noted] = {}
         self.frames: dict[SessionTransaction, Frame] = {}
+        self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
 
     def record(self, transaction: SessionTransaction, key: RowKey, change: RowChange) -> None:
         """Add ``change`` to the transaction's frame, netted with an earlier change."""
@@ -73,14 +75,23 @@ def _frame_owner(transaction: SessionTransaction | None) -> SessionTransaction:
 class TransactionBuffer:
     """Listens to every ``Session`` and keeps one log's changes per transaction.
 
-    ``collect`` turns the instances noted during a flush into row changes; ``on_commit``
-    receives a root transaction's net changes once the database has committed them.
+    ``collect`` turns the instances noted during a flush into row changes.
+    ``capture_context`` is called as a root transaction starts to commit, while the session
+    can still run SQL (a ``user_loader`` may need to load the current user);
+    ``on_commit`` receives the net changes and that context once the database has committed.
     """
 
-    def __init__(self, collect: FlushCollector, on_commit: CommitHandler) -> None:
+    def __init__(
+        self,
+        collect: FlushCollector,
+        capture_context: Callable[[], Any],
+        on_commit: CommitHandler,
+    ) -> None:
         self._collect = collect
+        self._capture_context = capture_context
         self._on_commit = on_commit
         self._listeners: list[tuple[str, Callable[..., None]]] = [
+            ("before_commit", self._before_commit),
             ("before_flush", self._before_flush),
             ("after_flush", self._after_flush),
             ("after_commit", self._after_commit),
@@ -94,13 +105,11 @@ class TransactionBuffer:
             if event.contains(Session, name, listener):
                 event.remove(Session, name, listener)
 
-    def buffer(self, session: Session, dialect: Dialect) -> SessionBuffer:
+    def buffer(self, session: Session) -> SessionBuffer:
         """This log's buffer for ``session``, created on first use."""
         buffer: SessionBuffer | None = session.info.get(self)
         if buffer is None:
-            buffer = session.info[self] = SessionBuffer(dialect)
-        else:
-            buffer.dialect = dialect
+            buffer = session.info[self] = SessionBuffer()
         return buffer
 
     def pending(self, session: Session) -> Iterator[RowChange]:
@@ -109,6 +118,16 @@ class TransactionBuffer:
         if buffer is not None:
             for frame in buffer.frames.values():
                 yield from frame.values()
+
+    def _before_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return
+        buffer: SessionBuffer | None = session.info.get(self)
+        if buffer is None:
+            if not (session.new or session.deleted or session.dirty):
+                return  # nothing to flush, so nothing this commit could record
+            buffer = self.buffer(session)
+        buffer.context = self._capture_context()
 
     def _before_flush(self, session: Session, *_: Any) -> None:
         # Instances noted by a flush that failed must not leak into the next one.
@@ -138,7 +157,7 @@ class TransactionBuffer:
         root = session.get_transaction()
         frame = buffer.frames.pop(root, None) if root is not None else None
         if frame:
-            self._on_commit(session, list(frame.values()))
+            self._on_commit(session, list(frame.values()), buffer.context)
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

@@ -40,6 +40,23 @@ def test_user_loader_is_used_when_nobody_is_acting(
     assert [d["current_user_id"] for d in stored(collection)] == ["u-7", 1]
 
 
+def test_user_loader_may_load_from_the_session_on_every_commit(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    admin = Client(name="admin")
+    session.add(admin)
+    session.commit()
+    admin_id = admin.id
+    audit.user_loader = lambda: admin.id  # expired by each commit: loading it runs SQL
+
+    session.add(Client(name="first"))
+    session.commit()
+    session.add(Client(name="second"))
+    session.commit()
+
+    assert [d["current_user_id"] for d in stored(collection)[1:]] == [admin_id, admin_id]
+
+
 def test_a_failing_user_loader_records_null_and_the_commit_succeeds(
     audit: AuditLog, session: Session, collection: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Any
 
+import bson
 import pytest
 from bson.errors import InvalidDocument
 from pymongo import MongoClient
@@ -62,6 +63,20 @@ def test_unreachable_mongo_neither_breaks_nor_stalls_the_commit(
     assert clients_in_database(engine) == 1
     assert "1 of 1 audit documents were not written" in caplog.text
     assert "ServerSelectionTimeoutError" in caplog.text
+
+
+def test_the_default_bound_is_two_seconds_not_pymongos_thirty(engine: Engine) -> None:
+    client: Any = MongoClient(f"mongodb://127.0.0.1:{closed_loopback_port()}/app")
+    audit = AuditLog(client.app.user_logs)
+    started = time.monotonic()
+    try:
+        commit_one_client(audit, engine)
+    finally:
+        audit.close()
+        client.close()
+
+    assert 1.5 < time.monotonic() - started < 10
+    assert clients_in_database(engine) == 1
 
 
 class FailingCollection:
@@ -148,6 +163,25 @@ def test_repair_replaces_unencodable_values_and_keeps_good_documents_as_they_are
     fixed = repair(bad)
     assert fixed["changes"]["a"]["added"][0]["unrepresentable"] == "builtins.object"
     assert fixed["_id"] == 2
+
+
+def test_repair_omits_the_largest_values_until_a_wide_row_fits() -> None:
+    part = "x" * (900 * 1024)  # each value under 1 MiB, 20 of them over 16 MiB
+    document = {
+        "_id": 1,
+        "table_name": "t",
+        "changes": {f"c{i}": {"added": [part + str(i)], "deleted": []} for i in range(20)},
+    }
+
+    fixed = repair(document)
+
+    encoded = len(bson.encode(fixed))
+    assert encoded <= 16 * 1024 * 1024
+    values = [change["added"][0] for change in fixed["changes"].values()]
+    omitted = [v for v in values if isinstance(v, dict)]
+    assert 1 <= len(omitted) <= 3  # only as many as needed
+    assert all(v["omitted"] == "too large" for v in omitted)
+    assert document["changes"]["c0"]["added"][0] == part + "0"  # the original is untouched
 
 
 def test_repair_shrinks_a_document_over_16_mib() -> None:

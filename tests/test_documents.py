@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit_mongo import AuditLog
+from audit_mongo import AuditLog, document
+from audit_mongo.document import ObjectIdSequence
 from tests.conftest import only, stored
-from tests.models import Account, Client, Device, Membership, Untracked
+from tests.models import Account, Client, Device, Membership, Sample, Untracked
 
 
 def test_create_records_the_autoincrement_id_and_every_non_null_column(
@@ -78,6 +82,33 @@ def test_update_records_only_attributes_whose_value_changed(
     document = only(collection, action="update")
     assert document["object_id"] == client.id
     assert document["changes"] == {"name": {"added": ["Company A"], "deleted": ["Company B"]}}
+
+
+def test_an_equal_value_of_another_type_is_not_a_change(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    sample = Sample(price=Decimal("10.00"), ratio=3.0)
+    session.add(sample)
+    session.commit()
+    sample.price = 10  # equal to Decimal("10.00"): SQLAlchemy sends no UPDATE
+    sample.ratio = 3
+    sample.day = dt.date(2024, 1, 1)
+    session.commit()
+
+    assert only(collection, action="update")["changes"] == {
+        "day": {"added": ["2024-01-01"], "deleted": [None]}
+    }
+
+
+def test_nan_set_again_is_not_a_change(audit: AuditLog, engine: Any, collection: Any) -> None:
+    with Session(engine, expire_on_commit=False) as session:  # SQLite reads NaN back as NULL
+        sample = Sample(ratio=math.nan)
+        session.add(sample)
+        session.commit()
+        sample.ratio = float("nan")  # another NaN object: SQLAlchemy does send an UPDATE
+        session.commit()
+
+    assert [d["action"] for d in stored(collection)] == ["create"]
 
 
 def test_update_of_an_expired_attribute_reads_the_old_value(
@@ -237,6 +268,22 @@ def test_documents_of_one_commit_share_time_and_transaction_in_change_order(
     assert len({d["transaction_id"] for d in documents}) == 1
     names = [d["changes"].get("name", d["changes"].get("login"))["added"][0] for d in documents]
     assert names == ["first", "second", "third"]
+
+
+def test_ids_keep_build_order_across_the_counter_wrap_and_a_clock_step_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sequence = ObjectIdSequence(counter=(1 << 24) - 3)  # wraps after three ids
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(document.time, "time", lambda: now[0])
+    first = list(sequence.take(5))
+    now[0] -= 3600  # the clock is set back an hour
+    second = list(sequence.take(2))
+
+    built = first + second
+    assert sorted(built) == built
+    assert len(set(built)) == len(built)
+    assert all(i.generation_time.timestamp() == 1_700_000_000 for i in built)
 
 
 def test_each_commit_gets_its_own_transaction_id(

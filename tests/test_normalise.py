@@ -40,6 +40,31 @@ class Shade(str, enum.Enum):
     DARK = "dark"
 
 
+class Perm(enum.IntFlag):
+    READ = 1
+    WRITE = 2
+
+
+class Style(enum.Flag):
+    BOLD = 1
+    ITALIC = 2
+
+
+class Integral(int):
+    """Stands for numpy's integers: registered as numbers.Integral."""
+
+
+class FloatLike(float):
+    pass
+
+
+class ProxyLike:
+    """Like werkzeug's LocalProxy: has every dunder, __index__ included, and is no int."""
+
+    def __index__(self) -> int:
+        raise TypeError("'AnonymousUserMixin' object cannot be interpreted as an integer")
+
+
 CASES: list[tuple[str, Any, Any]] = [
     ("none", None, None),
     ("bool", True, True),
@@ -67,6 +92,16 @@ CASES: list[tuple[str, Any, Any]] = [
     ("Enum", Color.RED, "RED"),
     ("IntEnum", Size.SMALL, "SMALL"),
     ("str Enum", Shade.DARK, "DARK"),
+    ("IntFlag", Perm.READ | Perm.WRITE, 3),
+    ("empty IntFlag", Perm(0), 0),
+    ("Flag", Style.BOLD | Style.ITALIC, 3),
+    ("int subclass", Integral(7), 7),
+    ("float subclass", FloatLike(1.5), 1.5),
+    (
+        "aware datetime that overflows in UTC",
+        dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        "9999-12-31T23:00:00-05:00",
+    ),
     ("bytes", b"\x00\x01", b"\x00\x01"),
     ("bytearray", bytearray(b"ab"), b"ab"),
     ("memoryview", memoryview(b"ab"), b"ab"),
@@ -116,6 +151,11 @@ def test_unknown_type_uses_the_type_decorator_then_the_fallback(
     assert "t.odd" in caplog.text
     assert "builtins.complex" in caplog.text
     assert "(1+2j)" not in caplog.text  # the value itself is never logged
+
+
+def test_an_object_that_only_looks_like_an_int_falls_back_instead_of_raising() -> None:
+    stored = column_value_to_bson(ProxyLike(), None, None, "user id")
+    assert stored["unrepresentable"].endswith("ProxyLike")
 
 
 def test_a_type_decorator_that_raises_falls_back_instead_of_raising() -> None:
