@@ -5,7 +5,8 @@ instance; its values are read in the session's ``after_flush``, when inserted ro
 primary keys and history still shows the flush's changes. The one thing that cannot wait is
 an old value SQLAlchemy never loaded (an expired or deferred attribute): it is read from the
 database in the ``before_*`` event, on the flush's own connection, before the statement
-changes it. Loaded objects, the common case, cost no query.
+changes it, in one SELECT for all the flush's rows of a table that need one. Loaded objects,
+the common case, cost no query.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select, tuple_
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
@@ -58,34 +59,108 @@ class Noted:
     loaded: dict[str, Any] | None  # old values read from the database
 
 
-def note_update(info: TableInfo, state: InstanceState[Any], connection: Connection) -> Noted:
-    committed = state.committed_state
-    unknown = [k for k, v in committed.items() if v is NO_VALUE and k in info.key_set]
-    loaded = read_row(state, connection, unknown) if unknown else None
+def note_update(
+    info: TableInfo, state: InstanceState[Any], connection: Connection, reader: OldValueReader
+) -> Noted:
+    unknown = _unknown_before_update(info, state)
+    loaded = reader.read(info, state, "update", unknown, connection) if unknown else None
     return Noted(info, "update", loaded)
 
 
-def note_delete(info: TableInfo, state: InstanceState[Any], connection: Connection) -> Noted:
-    committed, values = state.committed_state, state.dict
-    unknown = [
-        k for k in info.keys if (committed[k] is NO_VALUE if k in committed else k not in values)
-    ]
-    loaded = read_row(state, connection, unknown) if unknown else None
+def note_delete(
+    info: TableInfo, state: InstanceState[Any], connection: Connection, reader: OldValueReader
+) -> Noted:
+    unknown = _unknown_before_delete(info, state)
+    loaded = reader.read(info, state, "delete", unknown, connection) if unknown else None
     return Noted(info, "delete", loaded)
 
 
-def read_row(state: InstanceState[Any], connection: Connection, keys: list[str]) -> dict[str, Any]:
-    """Read the current database values of ``keys`` for a persistent instance."""
-    mapper = state.mapper
-    columns = [mapper.column_attrs[k].columns[0] for k in keys]
-    identity = state.key[1] if state.key is not None else ()
-    query = (
-        select(*columns)
-        .select_from(mapper.persist_selectable)
-        .where(*[c == v for c, v in zip(mapper.primary_key, identity, strict=True)])
-    )
-    row = connection.execute(query).first()
-    return dict(zip(keys, row, strict=True)) if row is not None else {}
+def _unknown_before_update(info: TableInfo, state: InstanceState[Any]) -> list[str]:
+    """Changed attributes whose old value SQLAlchemy never loaded (set while expired)."""
+    return [k for k, v in state.committed_state.items() if v is NO_VALUE and k in info.key_set]
+
+
+def _unknown_before_delete(info: TableInfo, state: InstanceState[Any]) -> list[str]:
+    """Recorded attributes whose stored value SQLAlchemy does not hold."""
+    committed, values = state.committed_state, state.dict
+    return [
+        k for k in info.keys if (committed[k] is NO_VALUE if k in committed else k not in values)
+    ]
+
+
+class OldValueReader:
+    """Reads the old values SQLAlchemy never loaded, on the flush's connection.
+
+    The first instance of a mapper that needs a read brings along every other instance of
+    that mapper the flush will update (or delete) and that needs one too: one SELECT per
+    mapper per flush (per ``CHUNK`` rows), not one per row. SQLAlchemy fires a mapper's
+    ``before_*`` events for all its rows before it runs their statements, so every row read
+    still holds its old values.
+    """
+
+    CHUNK = 500
+
+    def __init__(self) -> None:
+        self._rows: dict[InstanceState[Any], dict[str, Any]] = {}
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def read(
+        self,
+        info: TableInfo,
+        state: InstanceState[Any],
+        action: Action,
+        keys: list[str],
+        connection: Connection,
+    ) -> dict[str, Any]:
+        row = self._rows.get(state)
+        if row is None or any(k not in row for k in keys):
+            batch = {state: keys, **self._others_needing_a_read(info, state, action)}
+            for start in range(0, len(batch), self.CHUNK):
+                chunk = dict(list(batch.items())[start : start + self.CHUNK])
+                self._read_chunk(state.mapper, chunk, connection)
+            row = self._rows.get(state, {})
+        return row
+
+    def _others_needing_a_read(
+        self, info: TableInfo, state: InstanceState[Any], action: Action
+    ) -> dict[InstanceState[Any], list[str]]:
+        session = state.session
+        if session is None:
+            return {}
+        objects = session.deleted if action == "delete" else session.dirty
+        unknown = _unknown_before_delete if action == "delete" else _unknown_before_update
+        others = {}
+        for obj in objects:
+            other: InstanceState[Any] = inspect(obj)
+            if other is state or other.mapper is not state.mapper or other in self._rows:
+                continue
+            keys = unknown(info, other)
+            if keys:
+                others[other] = keys
+        return others
+
+    def _read_chunk(
+        self,
+        mapper: Mapper[Any],
+        chunk: dict[InstanceState[Any], list[str]],
+        connection: Connection,
+    ) -> None:
+        keys = list(dict.fromkeys(k for wanted in chunk.values() for k in wanted))
+        columns = [mapper.column_attrs[k].columns[0] for k in keys]
+        by_identity = {state.key[1]: state for state in chunk if state.key is not None}
+        pk = list(mapper.primary_key)
+        where = (
+            pk[0].in_([i[0] for i in by_identity])
+            if len(pk) == 1
+            else tuple_(*pk).in_(list(by_identity))
+        )
+        query = select(*pk, *columns).select_from(mapper.persist_selectable).where(where)
+        for row in connection.execute(query):
+            state = by_identity.get(tuple(row[: len(pk)]))
+            if state is not None:
+                self._rows[state] = dict(zip(keys, row[len(pk) :], strict=True))
 
 
 def collect(

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.state import InstanceState
 
-from .capture import Noted
+from .capture import Noted, OldValueReader
 from .changes import RowChange, RowKey, merge
 
 Frame = dict[RowKey, RowChange]
@@ -33,11 +33,12 @@ FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, Row
 class SessionBuffer:
     """What one audit log has captured in one session and not yet delivered."""
 
-    __slots__ = ("context", "dialect", "frames", "noted")
+    __slots__ = ("context", "dialect", "frames", "noted", "reader")
 
     def __init__(self) -> None:
         self.dialect: Dialect | None = None  # of the flush's connection, for TypeDecorators
         self.noted: dict[InstanceState[Any], Noted] = {}
+        self.reader = OldValueReader()  # old values read from the database in this flush
         self.frames: dict[SessionTransaction, Frame] = {}
         self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
 
@@ -134,6 +135,7 @@ class TransactionBuffer:
         buffer: SessionBuffer | None = session.info.get(self)
         if buffer is not None:
             buffer.noted.clear()
+            buffer.reader.clear()
 
     def _after_flush(self, session: Session, _flush_context: Any) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

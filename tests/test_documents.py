@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, document
+from audit_mongo.capture import OldValueReader
 from audit_mongo.document import ObjectIdSequence
 from tests.conftest import only, stored
 from tests.models import Account, Client, Device, Membership, Sample, Untracked
@@ -122,6 +123,53 @@ def test_update_of_an_expired_attribute_reads_the_old_value(
 
     document = only(collection, action="update")
     assert document["changes"] == {"name": {"added": ["New"], "deleted": ["Old"]}}
+
+
+def change_sixty_expired_clients(session: Session, engine: Any, label: str) -> int:
+    """Update 30 and delete 30 clients without loading them; return the SELECTs sent."""
+    clients = [Client(name=f"{label}{i}", phone=str(i)) for i in range(60)]
+    session.add_all(clients)
+    session.commit()  # expires every attribute of every client
+    selects: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for i, client in enumerate(clients[:30]):
+            client.name = f"new{i}"  # set without loading: the old value is unknown
+        for client in clients[30:]:
+            session.delete(client)
+        session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(selects)
+
+
+@pytest.mark.parametrize(("chunk", "extra_selects"), [(500, 2), (7, 10)])
+def test_old_values_never_loaded_cost_one_select_per_table_per_flush(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    engine: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+    extra_selects: int,
+) -> None:
+    monkeypatch.setattr(OldValueReader, "CHUNK", chunk)  # 30 rows: 1 or 5 chunks a table
+    audited = change_sixty_expired_clients(session, engine, "old")
+    documents = stored(collection)[60:]
+    audit.close()
+    unaudited = change_sixty_expired_clients(session, engine, "x")
+
+    assert audited - unaudited == extra_selects  # the same for the updates and the deletes
+    updates = [d for d in documents if d["action"] == "update"]
+    deletes = [d for d in documents if d["action"] == "delete"]
+    assert len(updates) == len(deletes) == 30
+    assert all(d["changes"]["name"]["deleted"] == [f"old{i}"] for i, d in enumerate(updates))
+    assert all(d["changes"]["phone"]["deleted"] == [str(i + 30)] for i, d in enumerate(deletes))
 
 
 def test_setting_an_expired_attribute_to_its_stored_value_writes_nothing(
