@@ -59,20 +59,17 @@ class Noted:
     loaded: dict[str, Any] | None  # old values read from the database
 
 
-def note_update(
-    info: TableInfo, state: InstanceState[Any], connection: Connection, reader: OldValueReader
+def note(
+    info: TableInfo,
+    state: InstanceState[Any],
+    action: Action,
+    connection: Connection,
+    reader: OldValueReader,
 ) -> Noted:
-    unknown = _unknown_before_update(info, state)
-    loaded = reader.read(info, state, "update", unknown, connection) if unknown else None
-    return Noted(info, "update", loaded)
-
-
-def note_delete(
-    info: TableInfo, state: InstanceState[Any], connection: Connection, reader: OldValueReader
-) -> Noted:
-    unknown = _unknown_before_delete(info, state)
-    loaded = reader.read(info, state, "delete", unknown, connection) if unknown else None
-    return Noted(info, "delete", loaded)
+    """Note an instance a mapper event reports, reading the old values it lacks."""
+    unknown = UNKNOWN_OLD_VALUES[action](info, state)
+    loaded = reader.read(info, state, action, unknown, connection) if unknown else None
+    return Noted(info, action, loaded)
 
 
 def _unknown_before_update(info: TableInfo, state: InstanceState[Any]) -> list[str]:
@@ -86,6 +83,17 @@ def _unknown_before_delete(info: TableInfo, state: InstanceState[Any]) -> list[s
     return [
         k for k in info.keys if (committed[k] is NO_VALUE if k in committed else k not in values)
     ]
+
+
+def _nothing_unknown(info: TableInfo, state: InstanceState[Any]) -> list[str]:
+    return []  # a new row has no old values
+
+
+UNKNOWN_OLD_VALUES = {
+    "create": _nothing_unknown,
+    "update": _unknown_before_update,
+    "delete": _unknown_before_delete,
+}
 
 
 class OldValueReader:
@@ -130,7 +138,7 @@ class OldValueReader:
         if session is None:
             return {}
         objects = session.deleted if action == "delete" else session.dirty
-        unknown = _unknown_before_delete if action == "delete" else _unknown_before_update
+        unknown = UNKNOWN_OLD_VALUES[action]
         others = {}
         for obj in objects:
             other: InstanceState[Any] = inspect(obj)

@@ -20,7 +20,7 @@ from sqlalchemy.orm.state import InstanceState
 
 from . import capture
 from .actor import Actor
-from .capture import Noted, OldValueReader, TableInfo
+from .capture import Noted, TableInfo
 from .changes import Action, RowChange, RowKey
 from .connect import open_collection
 from .delivery import MongoWriter
@@ -205,7 +205,7 @@ class AuditLog:
             return
         info = self._info(mapper)
         try:
-            buffer.noted[state] = _noted(info, state, connection, action, buffer.reader)
+            buffer.noted[state] = capture.note(info, state, action, connection, buffer.reader)
         except Exception:
             logger.exception(
                 "audit_mongo: could not read the old values of a %s in %s; the change is "
@@ -254,17 +254,3 @@ class AuditLog:
             logger.exception("audit_mongo: %d audit documents could not be built", len(row_changes))
             return
         self._writer.write(documents)
-
-
-def _noted(
-    info: TableInfo,
-    state: InstanceState[Any],
-    connection: Connection,
-    action: Action,
-    reader: OldValueReader,
-) -> Noted:
-    if action == "update":
-        return capture.note_update(info, state, connection, reader)
-    if action == "delete":
-        return capture.note_delete(info, state, connection, reader)
-    return Noted(info, "create", None)
