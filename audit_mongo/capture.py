@@ -11,6 +11,7 @@ the common case, cost no query.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .changes import Action, RowChange, RowKey, same
 from .normalise import column_value_to_bson
+
+logger = logging.getLogger("audit_mongo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ UNKNOWN_OLD_VALUES = {
 }
 
 
+UNREADABLE: dict[str, str] = {"omitted": "could not be read"}
+
+
 class OldValueReader:
     """Reads the old values SQLAlchemy never loaded, on the flush's connection.
 
@@ -103,7 +109,12 @@ class OldValueReader:
     that mapper the flush will update (or delete) and that needs one too: one SELECT per
     mapper per flush (per ``CHUNK`` rows), not one per row. SQLAlchemy fires a mapper's
     ``before_*`` events for all its rows before it runs their statements, so every row read
-    still holds its old values.
+    still holds its old values. A row whose key the database returns in another form (a
+    padded CHAR, a citext) is read again on its own, by ``=``.
+
+    Each read runs in a savepoint: a failed read (a column the application may update but
+    not select, say) is logged and its values recorded as ``UNREADABLE``, and on PostgreSQL
+    it does not abort the application's transaction.
     """
 
     CHUNK = 500
@@ -122,14 +133,14 @@ class OldValueReader:
         keys: list[str],
         connection: Connection,
     ) -> dict[str, Any]:
-        row = self._rows.get(state)
-        if row is None or any(k not in row for k in keys):
+        if state not in self._rows:
             batch = {state: keys, **self._others_needing_a_read(info, state, action)}
-            for start in range(0, len(batch), self.CHUNK):
-                chunk = dict(list(batch.items())[start : start + self.CHUNK])
-                self._read_chunk(state.mapper, chunk, connection)
-            row = self._rows.get(state, {})
-        return row
+            items = list(batch.items())
+            for start in range(0, len(items), self.CHUNK):
+                self._read_chunk(
+                    info, state.mapper, dict(items[start : start + self.CHUNK]), connection
+                )
+        return self._rows.get(state, {})
 
     def _others_needing_a_read(
         self, info: TableInfo, state: InstanceState[Any], action: Action
@@ -151,24 +162,50 @@ class OldValueReader:
 
     def _read_chunk(
         self,
+        info: TableInfo,
         mapper: Mapper[Any],
         chunk: dict[InstanceState[Any], list[str]],
         connection: Connection,
     ) -> None:
         keys = list(dict.fromkeys(k for wanted in chunk.values() for k in wanted))
+        try:
+            with connection.begin_nested():
+                self._select(mapper, chunk, keys, connection)
+        except Exception as exc:
+            logger.error(
+                "audit_mongo: could not read the old values of %d rows of %s (%s); they are "
+                "recorded as %s",
+                len(chunk),
+                info.table_name,
+                type(exc).__name__,
+                UNREADABLE,
+            )
+            for state in chunk:
+                self._rows.setdefault(state, dict.fromkeys(keys, UNREADABLE))
+
+    def _select(
+        self,
+        mapper: Mapper[Any],
+        chunk: dict[InstanceState[Any], list[str]],
+        keys: list[str],
+        connection: Connection,
+    ) -> None:
         columns = [mapper.column_attrs[k].columns[0] for k in keys]
-        by_identity = {state.key[1]: state for state in chunk if state.key is not None}
         pk = list(mapper.primary_key)
+        by_identity = {state.key[1]: state for state in chunk if state.key is not None}
+        identities = list(by_identity)
         where = (
-            pk[0].in_([i[0] for i in by_identity])
-            if len(pk) == 1
-            else tuple_(*pk).in_(list(by_identity))
+            pk[0].in_([i[0] for i in identities]) if len(pk) == 1 else tuple_(*pk).in_(identities)
         )
-        query = select(*pk, *columns).select_from(mapper.persist_selectable).where(where)
-        for row in connection.execute(query):
-            state = by_identity.get(tuple(row[: len(pk)]))
+        query = select(*pk, *columns).select_from(mapper.persist_selectable)
+        for row in connection.execute(query.where(where)):
+            state = by_identity.pop(tuple(row[: len(pk)]), None)
             if state is not None:
                 self._rows[state] = dict(zip(keys, row[len(pk) :], strict=True))
+        for identity, state in by_identity.items():  # keys the database spells differently
+            equal = [c == v for c, v in zip(pk, identity, strict=True)]
+            found = connection.execute(query.where(*equal)).first()
+            self._rows[state] = dict(zip(keys, found[len(pk) :], strict=True)) if found else {}
 
 
 def collect(

@@ -121,14 +121,14 @@ class TransactionBuffer:
                 yield from frame.values()
 
     def _before_commit(self, session: Session) -> None:
-        if session.in_nested_transaction():
-            return
+        # Fires for a savepoint's release too, and, when a session.begin() block ends with a
+        # savepoint open, for the root while that savepoint is still current: capture every
+        # time, the root's commit comes last. Flushing first (the commit would do it next)
+        # shows whether anything tracked changed, so the loader is only asked when needed.
+        session.flush()
         buffer: SessionBuffer | None = session.info.get(self)
-        if buffer is None:
-            if not (session.new or session.deleted or session.dirty):
-                return  # nothing to flush, so nothing this commit could record
-            buffer = self.buffer(session)
-        buffer.context = self._capture_context()
+        if buffer is not None and any(buffer.frames.values()):
+            buffer.context = self._capture_context()
 
     def _before_flush(self, session: Session, *_: Any) -> None:
         # Instances noted by a flush that failed must not leak into the next one.

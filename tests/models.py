@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    CHAR,
     JSON,
     Date,
     DateTime,
@@ -138,6 +139,14 @@ class Device(Base):
     __tablename__ = "devices"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     label: Mapped[str | None] = mapped_column(String(20))
+
+
+class Country(Base):
+    """A CHAR primary key: PostgreSQL returns it blank-padded."""
+
+    __tablename__ = "countries"
+    code: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(50))
 
 
 class Untracked(Base):

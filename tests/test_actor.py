@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
 from tests.conftest import only, stored
-from tests.models import Base, Client
+from tests.models import Base, Client, Untracked
 
 
 def test_acting_as_attributes_the_commit(
@@ -55,6 +55,41 @@ def test_user_loader_may_load_from_the_session_on_every_commit(
     session.commit()
 
     assert [d["current_user_id"] for d in stored(collection)[1:]] == [admin_id, admin_id]
+
+
+def test_user_loader_may_load_when_a_begin_block_ends_with_a_savepoint_open(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    admin = Client(name="admin")
+    session.add(admin)
+    session.commit()
+    admin_id = admin.id  # loads it, which begins a transaction
+    session.commit()  # ends it, and expires admin again
+    audit.user_loader = lambda: admin.id  # expired: loading it runs SQL
+
+    with session.begin():
+        session.begin_nested()
+        session.add(Client(name="in a savepoint"))
+
+    assert stored(collection)[-1]["current_user_id"] == admin_id
+
+
+def test_user_loader_is_asked_only_for_commits_that_record_something(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    calls: list[int] = []
+    audit.user_loader = lambda: calls.append(1) or 9
+    client = Client(name="a")
+    session.add(client)
+    session.commit()
+    session.add(Untracked(label="not audited"))
+    session.commit()
+    client.name = "a"  # no net change
+    session.commit()
+    session.commit()  # nothing at all
+
+    assert len(calls) == 1
+    assert [d["current_user_id"] for d in stored(collection)] == [9]
 
 
 def test_a_failing_user_loader_records_null_and_the_commit_succeeds(

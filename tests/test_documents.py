@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import uuid
 from decimal import Decimal
@@ -10,14 +11,14 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, document
 from audit_mongo.capture import OldValueReader
 from audit_mongo.document import ObjectIdSequence
 from tests.conftest import only, stored
-from tests.models import Account, Client, Device, Membership, Sample, Untracked
+from tests.models import Account, Client, Country, Device, Membership, Sample, Untracked
 
 
 def test_create_records_the_autoincrement_id_and_every_non_null_column(
@@ -170,6 +171,48 @@ def test_old_values_never_loaded_cost_one_select_per_table_per_flush(
     assert len(updates) == len(deletes) == 30
     assert all(d["changes"]["name"]["deleted"] == [f"old{i}"] for i, d in enumerate(updates))
     assert all(d["changes"]["phone"]["deleted"] == [str(i + 30)] for i, d in enumerate(deletes))
+
+
+def test_old_values_are_read_for_keys_the_database_returns_padded(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add_all([Country(code="US", name="USA"), Country(code="FR", name="France")])
+    session.commit()
+    us = session.get(Country, "US")
+    assert us is not None
+    session.expire(us)
+    us.name = "United States"
+    session.commit()
+
+    assert only(collection, action="update")["changes"] == {
+        "name": {"added": ["United States"], "deleted": ["USA"]}
+    }
+
+
+def test_an_old_value_that_cannot_be_read_is_marked_and_the_commit_succeeds(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = Client(name="old")
+    session.add(client)
+    session.commit()
+
+    def failing_select(self: Any, mapper: Any, chunk: Any, keys: Any, connection: Any) -> None:
+        connection.execute(text("SELECT no_such_column FROM clients"))  # a real SQL error
+
+    monkeypatch.setattr(OldValueReader, "_select", failing_select)
+    client.name = "new"  # expired: the old value must be read, and the read fails
+    with caplog.at_level(logging.ERROR, logger="audit_mongo"):
+        session.commit()
+
+    assert session.scalar(select(Client.name)) == "new"  # the application's commit went through
+    assert only(collection, action="update")["changes"] == {
+        "name": {"added": ["new"], "deleted": [{"omitted": "could not be read"}]}
+    }
+    assert "could not read the old values of 1 rows of clients" in caplog.text
 
 
 def test_setting_an_expired_attribute_to_its_stored_value_writes_nothing(

@@ -55,14 +55,18 @@ def test_closing_a_session_without_commit_writes_nothing(
 
 
 @pytest.mark.parametrize("in_savepoint", [False, True], ids=["transaction", "savepoint"])
+@pytest.mark.parametrize("fails_in", ["flush", "commit"])
 def test_a_failed_flush_leaves_nothing_behind(
-    audit: AuditLog, session: Session, collection: Any, in_savepoint: bool
+    audit: AuditLog, session: Session, collection: Any, in_savepoint: bool, fails_in: str
 ) -> None:
     committed_client(session, name="a", email="dup@example.com")
     savepoint = session.begin_nested() if in_savepoint else None
     session.add(Client(name="b", email="dup@example.com"))
     with pytest.raises(IntegrityError):
-        session.flush()
+        if fails_in == "flush":
+            session.flush()
+        else:
+            (savepoint or session).commit()
     (savepoint or session).rollback()
     session.add(Client(name="c"))
     session.commit()
