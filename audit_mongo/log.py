@@ -20,7 +20,7 @@ from sqlalchemy.orm.state import InstanceState
 
 from . import capture
 from .actor import Actor
-from .capture import Noted, TableInfo
+from .capture import TableInfo
 from .changes import Action, RowChange, RowKey
 from .connect import open_collection
 from .delivery import MongoWriter
@@ -206,14 +206,12 @@ class AuditLog:
         info = self._info(mapper)
         try:
             buffer.noted[state] = capture.note(info, state, action, connection, buffer.reader)
-        except Exception:
+        except Exception:  # a defect here must not break the application's flush
             logger.exception(
-                "audit_mongo: could not read the old values of a %s in %s; the change is "
-                "recorded without them",
+                "audit_mongo: could not note a %s in %s; that row change is not recorded",
                 action,
                 info.table_name,
             )
-            buffer.noted[state] = Noted(info, action, None)
 
     def _info(self, mapper: Mapper[Any]) -> TableInfo:
         info = self._infos.get(mapper)
