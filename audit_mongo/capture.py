@@ -211,11 +211,23 @@ class OldValueReader:
 def collect(
     noted: Mapping[InstanceState[Any], Noted], dialect: Dialect | None
 ) -> Iterator[tuple[RowKey, RowChange]]:
-    """The row changes of a finished flush, in the order the rows were noted."""
+    """The row changes of a finished flush, in the order the rows were noted.
+
+    A row that cannot be read (a defect, never expected) is logged and skipped; the others
+    are still recorded, and the application's flush goes on.
+    """
     for state, note in noted.items():
-        change = _row_change(state, note, dialect)
+        try:
+            change = _row_change(state, note, dialect)
+        except Exception:
+            logger.exception(
+                "audit_mongo: a %s in %s could not be captured; that row change is not recorded",
+                note.action,
+                note.info.table_name,
+            )
+            continue
         if change is not None:
-            yield change[0], change[1]
+            yield change
 
 
 def _row_change(

@@ -73,6 +73,9 @@ class AuditLog:
         self._model_exclude: dict[type, frozenset[str]] = {}
         self._infos: dict[Mapper[Any], TableInfo] = {}
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
+        self._tracking_listeners = tuple(
+            self._tracking_listener(action) for action in ("create", "update", "delete")
+        )
         self._buffer = TransactionBuffer(
             collect=self._collect, capture_context=self._actor.current, on_commit=self._deliver
         )
@@ -131,7 +134,7 @@ class AuditLog:
         # Listeners of its own, not the public receivers: SQLAlchemy would take those for a
         # duplicate of the application's own wiring and drop propagate=True. _note() records
         # each instance once however many listeners fire.
-        for name, listener in zip(MAPPER_EVENTS, self._tracking_listeners(), strict=True):
+        for name, listener in zip(MAPPER_EVENTS, self._tracking_listeners, strict=True):
             if not event.contains(model, name, listener):
                 event.listen(model, name, listener, propagate=True)
                 self._mapper_listeners.append((model, name, listener))
@@ -178,17 +181,11 @@ class AuditLog:
         """Mapper ``before_delete`` listener."""
         self._note(mapper, connection, target, "delete")
 
-    def _tracking_listeners(self) -> tuple[Callable[..., None], ...]:
-        return (self._track_insert, self._track_update, self._track_delete)
+    def _tracking_listener(self, action: Action) -> Callable[..., None]:
+        def listener(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+            self._note(mapper, connection, target, action)
 
-    def _track_insert(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-        self._note(mapper, connection, target, "create")
-
-    def _track_update(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-        self._note(mapper, connection, target, "update")
-
-    def _track_delete(self, mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-        self._note(mapper, connection, target, "delete")
+        return listener
 
     def _note(
         self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
@@ -230,13 +227,7 @@ class AuditLog:
     def _collect(
         self, session: Session, buffer: SessionBuffer
     ) -> Iterable[tuple[RowKey, RowChange]]:
-        try:
-            return list(capture.collect(buffer.noted, buffer.dialect))
-        except Exception:
-            logger.exception(
-                "audit_mongo: %d row changes of a flush could not be captured", len(buffer.noted)
-            )
-            return []
+        return list(capture.collect(buffer.noted, buffer.dialect))
 
     def _deliver(self, session: Session, row_changes: list[RowChange], user_id: Any) -> None:
         try:

@@ -14,7 +14,7 @@ from bson import ObjectId
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
-from audit_mongo import AuditLog, document
+from audit_mongo import AuditLog, capture, document
 from audit_mongo.capture import OldValueReader
 from audit_mongo.document import ObjectIdSequence
 from tests.conftest import only, stored
@@ -213,6 +213,30 @@ def test_an_old_value_that_cannot_be_read_is_marked_and_the_commit_succeeds(
         "name": {"added": ["new"], "deleted": [{"omitted": "could not be read"}]}
     }
     assert "could not read the old values of 1 rows of clients" in caplog.text
+
+
+def test_a_row_that_cannot_be_captured_does_not_lose_the_others(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    row_change = capture._row_change
+
+    def broken_for_accounts(state: Any, note: Any, dialect: Any) -> Any:
+        if note.info.table_name == "accounts":
+            raise RuntimeError("a defect")
+        return row_change(state, note, dialect)
+
+    monkeypatch.setattr(capture, "_row_change", broken_for_accounts)
+    session.add_all([Client(name="kept"), Account(login="lost")])
+    with caplog.at_level(logging.ERROR, logger="audit_mongo"):
+        session.commit()
+
+    assert [d["table_name"] for d in stored(collection)] == ["clients"]
+    assert "a create in accounts could not be captured" in caplog.text
+    assert session.scalar(select(Account.login)) == "lost"  # the application's data is there
 
 
 def test_setting_an_expired_attribute_to_its_stored_value_writes_nothing(
