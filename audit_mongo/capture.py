@@ -12,7 +12,7 @@ the common case, cost no query.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .changes import Action, RowChange, RowKey, same
@@ -28,16 +29,22 @@ from .normalise import column_value_to_bson
 
 logger = logging.getLogger("audit_mongo")
 
+CHUNK = 500  # rows per SELECT ... WHERE key IN (...)
+
 
 @dataclass(frozen=True, slots=True)
 class TableInfo:
     """What capture needs to know about one mapped class, computed once per mapper."""
 
     table_name: str
+    entity: str | None  # the class name, for a class in an inheritance hierarchy
+    tables: frozenset[Any]  # every table the class's rows span
     keys: tuple[str, ...]
     key_set: frozenset[str]
     pk_keys: tuple[str, ...]
     decorated_types: Mapping[str, TypeEngine[Any]]
+    insert_generated: frozenset[str]  # values the database may compute on INSERT
+    update_generated: frozenset[str]  # ... and on UPDATE (onupdate, server_onupdate)
 
     @classmethod
     def of(cls, mapper: Mapper[Any], exclude: Collection[str]) -> TableInfo:
@@ -48,9 +55,48 @@ class TableInfo:
             for p in mapper.column_attrs
             if isinstance(p.columns[0].type, TypeDecorator)
         }
-        table = mapper.local_table
-        name = getattr(table, "fullname", None) or getattr(table, "name", None) or str(table)
-        return cls(name, keys, frozenset(keys), pk_keys, decorated)
+        in_hierarchy = mapper.inherits is not None or mapper.polymorphic_on is not None
+        entity = mapper.class_.__name__ if in_hierarchy else None
+        tables = frozenset(mapper.tables)
+        on_insert = frozenset(
+            p.key
+            for p in mapper.column_attrs
+            if p.key in keys and _computed_on_insert(p.columns[0])
+        )
+        on_update = frozenset(
+            p.key
+            for p in mapper.column_attrs
+            if p.key in keys and (p.columns[0].onupdate or p.columns[0].server_onupdate)
+        )
+        return cls(
+            identity_table(mapper),
+            entity,
+            tables,
+            keys,
+            frozenset(keys),
+            pk_keys,
+            decorated,
+            on_insert,
+            on_update,
+        )
+
+
+def _computed_on_insert(column: Any) -> bool:
+    default = column.default
+    return column.server_default is not None or bool(default and default.is_clause_element)
+
+
+def identity_table(mapper: Mapper[Any]) -> str:
+    """The table documents name for a mapped class's rows.
+
+    A row of a joined- or single-table inheritance hierarchy is one row whatever class
+    loads it, so its documents name the hierarchy's base table; a concrete-table class
+    keeps its own table (and its own keys).
+    """
+    while mapper.inherits is not None and not mapper.concrete:
+        mapper = mapper.inherits
+    table = mapper.local_table
+    return str(getattr(table, "fullname", None) or getattr(table, "name", None) or table)
 
 
 @dataclass(slots=True)
@@ -60,6 +106,9 @@ class Noted:
     info: TableInfo
     action: Action
     loaded: dict[str, Any] | None  # old values read from the database
+    connection: Connection
+    computed: tuple[str, ...] = ()  # keys whose committed value the database computes
+    before: dict[str, Any] | None = None  # their old values: the flush expires them
 
 
 def note(
@@ -72,12 +121,42 @@ def note(
     """Note an instance a mapper event reports, reading the old values it lacks."""
     unknown = UNKNOWN_OLD_VALUES[action](info, state)
     loaded = reader.read(info, state, action, unknown, connection) if unknown else None
-    return Noted(info, action, loaded)
+    computed = _computed_keys(info, state, action)
+    noted = Noted(info, action, loaded, connection, computed)
+    if action == "update" and computed:
+        noted.before = _held_values(state, computed)
+    return noted
+
+
+def _computed_keys(info: TableInfo, state: InstanceState[Any], action: Action) -> tuple[str, ...]:
+    """Keys the statement sets to a SQL expression, or the database fills in itself."""
+    if action == "delete":
+        return ()
+    generated = info.insert_generated if action == "create" else info.update_generated
+    values = state.dict
+    expressions = [k for k in info.keys if isinstance(values.get(k), ClauseElement)]
+    return tuple(dict.fromkeys([*expressions, *generated]))
+
+
+def _held_values(state: InstanceState[Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The old values SQLAlchemy holds for ``keys`` (committed, or loaded and unchanged)."""
+    committed, values, held = state.committed_state, state.dict, {}
+    for k in keys:
+        if k in committed:
+            if committed[k] is not NO_VALUE:
+                held[k] = committed[k]
+        elif k in values and not isinstance(values[k], ClauseElement):
+            held[k] = values[k]
+    return held
 
 
 def _unknown_before_update(info: TableInfo, state: InstanceState[Any]) -> list[str]:
-    """Changed attributes whose old value SQLAlchemy never loaded (set while expired)."""
-    return [k for k, v in state.committed_state.items() if v is NO_VALUE and k in info.key_set]
+    """Changed attributes whose old value SQLAlchemy never loaded (set while expired), and
+    computed ones it does not hold."""
+    committed, values = state.committed_state, state.dict
+    unknown = [k for k, v in committed.items() if v is NO_VALUE and k in info.key_set]
+    unknown.extend(k for k in info.update_generated if k not in committed and k not in values)
+    return unknown
 
 
 def _unknown_before_delete(info: TableInfo, state: InstanceState[Any]) -> list[str]:
@@ -117,7 +196,7 @@ class OldValueReader:
     it does not abort the application's transaction.
     """
 
-    CHUNK = 500
+    CHUNK = CHUNK
 
     def __init__(self) -> None:
         self._rows: dict[InstanceState[Any], dict[str, Any]] = {}
@@ -136,10 +215,9 @@ class OldValueReader:
         if state not in self._rows:
             batch = {state: keys, **self._others_needing_a_read(info, state, action)}
             items = list(batch.items())
-            for start in range(0, len(items), self.CHUNK):
-                self._read_chunk(
-                    info, state.mapper, dict(items[start : start + self.CHUNK]), connection
-                )
+            size = self.CHUNK
+            for start in range(0, len(items), size):
+                self._read_chunk(info, state.mapper, dict(items[start : start + size]), connection)
         return self._rows.get(state, {})
 
     def _others_needing_a_read(
@@ -190,22 +268,10 @@ class OldValueReader:
         keys: list[str],
         connection: Connection,
     ) -> None:
-        columns = [mapper.column_attrs[k].columns[0] for k in keys]
-        pk = list(mapper.primary_key)
         by_identity = {state.key[1]: state for state in chunk if state.key is not None}
-        identities = list(by_identity)
-        where = (
-            pk[0].in_([i[0] for i in identities]) if len(pk) == 1 else tuple_(*pk).in_(identities)
-        )
-        query = select(*pk, *columns).select_from(mapper.persist_selectable)
-        for row in connection.execute(query.where(where)):
-            state = by_identity.pop(tuple(row[: len(pk)]), None)
-            if state is not None:
-                self._rows[state] = dict(zip(keys, row[len(pk) :], strict=True))
-        for identity, state in by_identity.items():  # keys the database spells differently
-            equal = [c == v for c, v in zip(pk, identity, strict=True)]
-            found = connection.execute(query.where(*equal)).first()
-            self._rows[state] = dict(zip(keys, found[len(pk) :], strict=True)) if found else {}
+        rows = read_rows(mapper, connection, list(by_identity), keys, self.CHUNK)
+        for identity, state in by_identity.items():
+            self._rows[state] = rows.get(identity, {})
 
 
 def collect(
@@ -213,12 +279,15 @@ def collect(
 ) -> Iterator[tuple[RowKey, RowChange]]:
     """The row changes of a finished flush, in the order the rows were noted.
 
-    A row that cannot be read (a defect, never expected) is logged and skipped; the others
-    are still recorded, and the application's flush goes on.
+    Values the database computed (SQL expressions, server defaults SQLAlchemy did not fetch,
+    ``onupdate``) are read back first, in one SELECT per mapper. A row that cannot be read
+    (a defect, never expected) is logged and skipped; the others are still recorded, and
+    the application's flush goes on.
     """
+    computed = read_computed(noted)
     for state, note in noted.items():
         try:
-            change = _row_change(state, note, dialect)
+            change = _row_change(state, note, computed.get(state, {}), dialect)
         except Exception:
             logger.exception(
                 "audit_mongo: a %s in %s could not be captured; that row change is not recorded",
@@ -230,44 +299,144 @@ def collect(
             yield change
 
 
+def read_computed(
+    noted: Mapping[InstanceState[Any], Noted],
+) -> dict[InstanceState[Any], dict[str, Any]]:
+    """The committed values of computed keys the flush left expired, per row."""
+    wanted: dict[tuple[Mapper[Any], Connection], dict[InstanceState[Any], list[str]]] = {}
+    for state, note in noted.items():
+        missing = [k for k in note.computed if k not in state.dict]
+        if missing:
+            wanted.setdefault((state.mapper, note.connection), {})[state] = missing
+    found: dict[InstanceState[Any], dict[str, Any]] = {}
+    for (mapper, connection), rows in wanted.items():
+        identities = {state: _current_identity(mapper, state) for state in rows}
+        keys = list(dict.fromkeys(k for missing in rows.values() for k in missing))
+        try:
+            with connection.begin_nested():
+                read = read_rows(mapper, connection, list(identities.values()), keys)
+        except Exception as exc:
+            logger.error(
+                "audit_mongo: could not read back computed values of %d rows of %s (%s); "
+                "they are recorded as %s",
+                len(rows),
+                mapper.class_.__name__,
+                type(exc).__name__,
+                UNREADABLE,
+            )
+            read = {}
+        for state, identity in identities.items():
+            found[state] = read.get(identity) or dict.fromkeys(keys, UNREADABLE)
+    return found
+
+
+def _current_identity(mapper: Mapper[Any], state: InstanceState[Any]) -> tuple[Any, ...]:
+    return tuple(state.dict.get(mapper.get_property_by_column(c).key) for c in mapper.primary_key)
+
+
+def read_rows(
+    mapper: Mapper[Any],
+    connection: Connection,
+    identities: list[tuple[Any, ...]],
+    keys: list[str],
+    chunk_size: int = CHUNK,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """``keys`` of the rows with these primary keys; one SELECT (per ``CHUNK``), then one
+    per row whose key the database spells differently (a padded CHAR, a citext)."""
+    columns = [mapper.column_attrs[k].columns[0] for k in keys]
+    pk = list(mapper.primary_key)
+    query = select(*pk, *columns).select_from(mapper.persist_selectable)
+    width, rows = len(pk), {}
+    for start in range(0, len(identities), chunk_size):
+        chunk = set(identities[start : start + chunk_size])
+        where = pk[0].in_([i[0] for i in chunk]) if width == 1 else tuple_(*pk).in_(chunk)
+        for row in connection.execute(query.where(where)):
+            identity = tuple(row[:width])
+            if identity in chunk:
+                chunk.discard(identity)
+                rows[identity] = dict(zip(keys, row[width:], strict=True))
+        for identity in chunk:
+            equal = [c == v for c, v in zip(pk, identity, strict=True)]
+            found = connection.execute(query.where(*equal)).first()
+            if found is not None:
+                rows[identity] = dict(zip(keys, found[width:], strict=True))
+    return rows
+
+
 def _row_change(
-    state: InstanceState[Any], note: Noted, dialect: Dialect | None
+    state: InstanceState[Any], note: Noted, computed: dict[str, Any], dialect: Dialect | None
 ) -> tuple[RowKey, RowChange] | None:
-    info, values = note.info, state.dict
+    info = note.info
+    values = {**state.dict, **computed} if computed else state.dict
     if note.action == "create":
         raw_id = tuple(values.get(k) for k in info.pk_keys)
-        new = {k: _bson(info, k, v, dialect) for k in info.keys if (v := values.get(k)) is not None}
-        old: dict[str, Any] = {}
-    else:
-        raw_id = state.key[1] if state.key is not None else ()
-        old_raw = _old_values(info, state, note)
-        if note.action == "update":
-            old_raw = {k: v for k, v in old_raw.items() if k in values and not same(v, values[k])}
-            if not old_raw:
-                return None
+        return _keyed(info, raw_id, _created(info, values, dialect), dialect)
+    raw_id = state.key[1] if state.key is not None else ()
+    old_raw = _old_values(info, state, note)
+    if note.action == "delete":
         old = {k: _bson(info, k, v, dialect) for k, v in old_raw.items()}
-        new = (
-            {k: _bson(info, k, values[k], dialect) for k in old_raw}
-            if note.action == "update"
-            else {}
-        )
-    object_id = _object_id(info, raw_id, dialect)
-    return (info.table_name, raw_id), RowChange(info.table_name, object_id, note.action, old, new)
+        return _keyed(info, raw_id, RowChange(info.table_name, None, "delete", old, {}), dialect)
+    changed = {k: v for k, v in old_raw.items() if k in values and not same(v, values[k])}
+    if not changed:
+        return None
+    old = {k: _bson(info, k, v, dialect) for k, v in changed.items()}
+    new = {k: _bson(info, k, values[k], dialect) for k in changed}
+    keyed = _keyed(info, raw_id, RowChange(info.table_name, None, "update", old, new), dialect)
+    new_id = tuple(values.get(k) for k in info.pk_keys)
+    return keyed if new_id == raw_id else _rekeyed(info, keyed, new_id, dialect)
+
+
+def _created(info: TableInfo, values: Mapping[str, Any], dialect: Dialect | None) -> RowChange:
+    new = {k: _bson(info, k, v, dialect) for k in info.keys if (v := values.get(k)) is not None}
+    return RowChange(info.table_name, None, "create", {}, new)
+
+
+def _keyed(
+    info: TableInfo, raw_id: tuple[Any, ...], change: RowChange, dialect: Dialect | None
+) -> tuple[RowKey, RowChange]:
+    change.object_id = _object_id(info, raw_id, dialect)
+    change.entity = info.entity
+    return (info.table_name, raw_id), change
+
+
+def _rekeyed(
+    info: TableInfo,
+    keyed: tuple[RowKey, RowChange],
+    new_id: tuple[Any, ...],
+    dialect: Dialect | None,
+) -> tuple[RowKey, RowChange]:
+    """An update of the primary key itself: the document names the new key and the old."""
+    old_key, change = keyed
+    change.previous_object_id, change.previous_key = change.object_id, old_key
+    change.object_id = _object_id(info, new_id, dialect)
+    return (info.table_name, new_id), change
 
 
 def _old_values(info: TableInfo, state: InstanceState[Any], note: Noted) -> dict[str, Any]:
-    committed, values, loaded = state.committed_state, state.dict, note.loaded or {}
-    keys = info.keys if note.action == "delete" else [k for k in committed if k in info.key_set]
+    committed, values = state.committed_state, state.dict
+    loaded, before = note.loaded or {}, note.before or {}
+    if note.action == "delete":
+        keys: Iterable[str] = info.keys
+    else:
+        keys = dict.fromkeys([*(k for k in committed if k in info.key_set), *note.computed])
     old: dict[str, Any] = {}
     for k in keys:
-        value = committed.get(k, NO_VALUE)
-        if value is NO_VALUE:
-            value = loaded[k] if k in loaded else values.get(k)
-        old[k] = value
+        if k in before:
+            old[k] = before[k]
+        elif k in loaded:
+            old[k] = loaded[k]
+        elif committed.get(k, NO_VALUE) is not NO_VALUE:
+            old[k] = committed[k]
+        elif k in values and not isinstance(values[k], ClauseElement):
+            old[k] = values[k]
+        elif note.action == "delete":
+            old[k] = None
     return old
 
 
 def _bson(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any:
+    if isinstance(value, ClauseElement):  # a SQL expression whose result could not be read
+        return UNREADABLE
     column_type = info.decorated_types.get(key)
     return column_value_to_bson(value, column_type, dialect, f"{info.table_name}.{key}")
 

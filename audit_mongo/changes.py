@@ -7,7 +7,7 @@ later mutation of the application's objects cannot alter.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .normalise import is_nan
@@ -30,6 +30,9 @@ class RowChange:
     action: Action
     old: dict[str, Any]
     new: dict[str, Any]
+    entity: str | None = None  # the mapped class, for a row of an inheritance hierarchy
+    previous_object_id: Any = None  # the key before an update changed it
+    previous_key: RowKey | None = field(default=None, repr=False)  # the same, as a buffer key
 
 
 def same(a: Any, b: Any) -> bool:
@@ -70,6 +73,22 @@ def update(
 
 def merge(earlier: RowChange, later: RowChange) -> RowChange | None:
     """The net effect of ``earlier`` followed by ``later`` on the same row (None: nothing)."""
+    merged = _merge_actions(earlier, later)
+    if merged is None:
+        return None
+    merged.entity = earlier.entity if earlier.entity is not None else later.entity
+    original = earlier.previous_object_id
+    if original is None and later.previous_object_id is not None:
+        original = earlier.object_id  # the key the row had before ``later`` changed it
+    merged.previous_key = earlier.previous_key or later.previous_key
+    if merged.action == "update" and original is not None and original != merged.object_id:
+        merged.previous_object_id = original
+    elif merged.action == "delete" and original is not None:
+        merged.object_id = original  # the row the database held before the transaction
+    return merged
+
+
+def _merge_actions(earlier: RowChange, later: RowChange) -> RowChange | None:
     first, then = earlier.action, later.action
     if first == "create":
         if then == "delete":

@@ -101,20 +101,28 @@ def build_documents(
     """One document per row change, in the order the changes happened."""
     changes = list(row_changes)
     ids = _object_ids.take(len(changes))
-    return [
-        {
-            "_id": next(ids),
-            "current_user_id": user_id,
-            "action": change.action,
-            "table_name": change.table_name,
-            "object_id": change.object_id,
-            "changes": changes_field(change),
-            "created_at": created_at,
-            "transaction_id": transaction_id,
-            "schema_version": SCHEMA_VERSION,
-        }
-        for change in changes
-    ]
+    return [_document(next(ids), change, user_id, transaction_id, created_at) for change in changes]
+
+
+def _document(
+    _id: ObjectId, change: RowChange, user_id: Any, transaction_id: str, created_at: dt.datetime
+) -> dict[str, Any]:
+    document = {
+        "_id": _id,
+        "current_user_id": user_id,
+        "action": change.action,
+        "table_name": change.table_name,
+        "object_id": change.object_id,
+        "changes": changes_field(change),
+        "created_at": created_at,
+        "transaction_id": transaction_id,
+        "schema_version": SCHEMA_VERSION,
+    }
+    if change.entity is not None:
+        document["entity"] = change.entity
+    if change.previous_object_id is not None:
+        document["previous_object_id"] = change.previous_object_id
+    return document
 
 
 def changes_field(change: RowChange) -> dict[str, dict[str, list[Any]]]:

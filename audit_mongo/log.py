@@ -20,17 +20,20 @@ from sqlalchemy.orm.state import InstanceState
 
 from . import capture
 from .actor import Actor
-from .capture import TableInfo
 from .changes import Action, RowChange, RowKey
 from .connect import open_collection
+from .connection_transaction import ConnectionTransactions
 from .delivery import MongoWriter
 from .document import build_documents, commit_time, new_transaction_id
 from .indexes import ensure_indexes
+from .statement_events import StatementEvents
+from .tracking import Tracking
 from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
 
 logger = logging.getLogger("audit_mongo")
 
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
+WRITE_BATCH = 1000  # documents per insert_many: a 100,000-row commit is never built at once
 
 
 class AuditLog:
@@ -54,6 +57,9 @@ class AuditLog:
     :param exclude: attribute names never recorded, for every model.
     :param timeout: seconds a commit may wait for Mongo at most (``pymongo.timeout``).
     :param write_concern: the ``WriteConcern`` of audit writes; the collection's by default.
+    :param core_statements: also record INSERT / UPDATE / DELETE statements on tracked
+        tables run on connections no ``Session`` owns (``engine.begin()``,
+        ``engine.connect()``). Statements run through a session are always recorded.
     """
 
     def __init__(
@@ -63,22 +69,34 @@ class AuditLog:
         exclude: Collection[str] = (),
         timeout: float = 2.0,
         write_concern: WriteConcern | None = None,
+        core_statements: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.collection = collection
         self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)
         self._actor = Actor()
-        self._exclude = frozenset(exclude)
-        self._model_exclude: dict[type, frozenset[str]] = {}
-        self._infos: dict[Mapper[Any], TableInfo] = {}
+        self._tracking = Tracking(
+            exclude,
+            {
+                "create": ("before_insert", self.receive_before_insert),
+                "update": ("before_update", self.receive_before_update),
+                "delete": ("before_delete", self.receive_before_delete),
+            },
+        )
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
             self._tracking_listener(action) for action in ("create", "update", "delete")
         )
         self._buffer = TransactionBuffer(
-            collect=self._collect, capture_context=self._actor.current, on_commit=self._deliver
+            collect=self._collect,
+            capture_context=self._actor.current,
+            on_commit=lambda session, changes, user_id: self._deliver(changes, user_id),
         )
+        self._connections = (
+            ConnectionTransactions(self._actor.current, self._deliver) if core_statements else None
+        )
+        self._statements = StatementEvents(self._tracking, self._buffer, self._connections)
         self._client: Any = None
         self.closed = False
 
@@ -129,8 +147,7 @@ class AuditLog:
         adds to the exclusions of earlier calls, of the model's base classes and of the log.
         Returns ``model``, so it also works as a class decorator.
         """
-        self._model_exclude[model] = self._model_exclude.get(model, frozenset()) | set(exclude)
-        self._infos.clear()
+        self._tracking.add(model, exclude)
         # Listeners of its own, not the public receivers: SQLAlchemy would take those for a
         # duplicate of the application's own wiring and drop propagate=True. _note() records
         # each instance once however many listeners fire.
@@ -154,6 +171,9 @@ class AuditLog:
                 event.remove(target, name, receiver)
         self._mapper_listeners.clear()
         self._buffer.close()
+        self._statements.close()
+        if self._connections is not None:
+            self._connections.close()
         if self._client is not None:
             self._client.close()
 
@@ -200,27 +220,16 @@ class AuditLog:
         buffer.dialect = connection.dialect
         if state in buffer.noted:  # wired twice (track() and event.listen): note once
             return
-        info = self._info(mapper)
+        info = self._tracking.info(mapper)
         try:
             buffer.noted[state] = capture.note(info, state, action, connection, buffer.reader)
+            buffer.noted_tables.update(info.tables)
         except Exception:  # a defect here must not break the application's flush
             logger.exception(
                 "audit_mongo: could not note a %s in %s; that row change is not recorded",
                 action,
                 info.table_name,
             )
-
-    def _info(self, mapper: Mapper[Any]) -> TableInfo:
-        info = self._infos.get(mapper)
-        if info is None:
-            info = self._infos[mapper] = TableInfo.of(mapper, self._excluded(mapper))
-        return info
-
-    def _excluded(self, mapper: Mapper[Any]) -> frozenset[str]:
-        excluded = self._exclude
-        for cls in mapper.class_.__mro__:
-            excluded |= self._model_exclude.get(cls, frozenset())
-        return excluded
 
     # -- buffer and delivery ----------------------------------------------------------
 
@@ -229,17 +238,22 @@ class AuditLog:
     ) -> Iterable[tuple[RowKey, RowChange]]:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
-    def _deliver(self, session: Session, row_changes: list[RowChange], user_id: Any) -> None:
+    def _deliver(self, row_changes: list[RowChange], user_id: Any) -> None:
+        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time."""
         try:
             if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
                 user_id = self._actor.current()
-            documents = build_documents(
-                row_changes,
-                user_id=user_id,
-                transaction_id=new_transaction_id(),
-                created_at=commit_time(),
-            )
+            transaction_id, created_at = new_transaction_id(), commit_time()
         except Exception:
             logger.exception("audit_mongo: %d audit documents could not be built", len(row_changes))
             return
-        self._writer.write(documents)
+        for start in range(0, len(row_changes), WRITE_BATCH):
+            batch = row_changes[start : start + WRITE_BATCH]
+            try:
+                documents = build_documents(
+                    batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at
+                )
+            except Exception:
+                logger.exception("audit_mongo: %d audit documents could not be built", len(batch))
+                continue
+            self._writer.write(documents)

@@ -13,11 +13,12 @@ or one a flush opens, ends with ``after_transaction_end``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.state import InstanceState
 
@@ -33,27 +34,19 @@ FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, Row
 class SessionBuffer:
     """What one audit log has captured in one session and not yet delivered."""
 
-    __slots__ = ("context", "dialect", "frames", "noted", "reader")
+    __slots__ = ("context", "dialect", "frames", "noted", "noted_tables", "reader")
 
     def __init__(self) -> None:
         self.dialect: Dialect | None = None  # of the flush's connection, for TypeDecorators
         self.noted: dict[InstanceState[Any], Noted] = {}
+        self.noted_tables: set[Any] = set()  # tables the flush's own statements capture
         self.reader = OldValueReader()  # old values read from the database in this flush
         self.frames: dict[SessionTransaction, Frame] = {}
         self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
 
     def record(self, transaction: SessionTransaction, key: RowKey, change: RowChange) -> None:
         """Add ``change`` to the transaction's frame, netted with an earlier change."""
-        frame = self.frames.setdefault(transaction, {})
-        earlier = frame.get(key)
-        if earlier is None:
-            frame[key] = change
-            return
-        merged = merge(earlier, change)
-        if merged is None:
-            del frame[key]
-        else:
-            frame[key] = merged
+        record(self.frames.setdefault(transaction, {}), key, change)
 
     def release(self, savepoint: SessionTransaction) -> None:
         """A released savepoint's changes become its parent's."""
@@ -62,6 +55,22 @@ class SessionBuffer:
             parent = _frame_owner(savepoint.parent)
             for key, change in frame.items():
                 self.record(parent, key, change)
+
+
+def record(frame: Frame, key: RowKey, change: RowChange) -> None:
+    """Add ``change`` to ``frame``, netted with an earlier change to the same row (found
+    under its old key when the change updated the primary key)."""
+    earlier = frame.pop(change.previous_key, None) if change.previous_key is not None else None
+    if earlier is None:
+        earlier = frame.get(key)
+    if earlier is None:
+        frame[key] = change
+        return
+    merged = merge(earlier, change)
+    if merged is None:
+        frame.pop(key, None)
+    else:
+        frame[key] = merged
 
 
 def _frame_owner(transaction: SessionTransaction | None) -> SessionTransaction:
@@ -97,7 +106,10 @@ class TransactionBuffer:
             ("after_flush", self._after_flush),
             ("after_commit", self._after_commit),
             ("after_transaction_end", self._after_transaction_end),
+            ("after_soft_rollback", self._before_flush),
+            ("after_begin", self._after_begin),
         ]
+        self._owners: weakref.WeakKeyDictionary[Connection, Session] = weakref.WeakKeyDictionary()
         for name, listener in self._listeners:
             event.listen(Session, name, listener)
 
@@ -112,6 +124,29 @@ class TransactionBuffer:
         if buffer is None:
             buffer = session.info[self] = SessionBuffer()
         return buffer
+
+    def owner(self, connection: Connection) -> Session | None:
+        """The session whose transaction ``connection`` is running, if any."""
+        session = self._owners.get(connection)
+        if session is None or session.get_transaction() is None:
+            return None
+        return session
+
+    def record_statement(
+        self, session: Session, changes: Iterable[tuple[RowKey, RowChange]]
+    ) -> None:
+        """Row changes a statement made in ``session``'s current (nested) transaction."""
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        if transaction is None:
+            return
+        buffer = self.buffer(session)
+        for key, change in changes:
+            buffer.record(transaction, key, change)
+
+    def in_flush(self, session: Session, table: Any) -> bool:
+        """Whether a statement on ``table`` is the flush's own, captured by mapper events."""
+        buffer: SessionBuffer | None = session.info.get(self)
+        return buffer is not None and table in buffer.noted_tables
 
     def pending(self, session: Session) -> Iterator[RowChange]:
         """The changes captured in ``session`` and not yet committed (all frames)."""
@@ -135,7 +170,13 @@ class TransactionBuffer:
         buffer: SessionBuffer | None = session.info.get(self)
         if buffer is not None:
             buffer.noted.clear()
+            buffer.noted_tables.clear()
             buffer.reader.clear()
+
+    def _after_begin(
+        self, session: Session, transaction: SessionTransaction, connection: Connection
+    ) -> None:
+        self._owners[connection] = session
 
     def _after_flush(self, session: Session, _flush_context: Any) -> None:
         buffer: SessionBuffer | None = session.info.get(self)
@@ -147,6 +188,7 @@ class TransactionBuffer:
         for key, change in self._collect(session, buffer):
             buffer.record(transaction, key, change)
         buffer.noted.clear()
+        buffer.noted_tables.clear()
 
     def _after_commit(self, session: Session) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

@@ -224,10 +224,10 @@ def test_a_row_that_cannot_be_captured_does_not_lose_the_others(
 ) -> None:
     row_change = capture._row_change
 
-    def broken_for_accounts(state: Any, note: Any, dialect: Any) -> Any:
+    def broken_for_accounts(state: Any, note: Any, *rest: Any) -> Any:
         if note.info.table_name == "accounts":
             raise RuntimeError("a defect")
-        return row_change(state, note, dialect)
+        return row_change(state, note, *rest)
 
     monkeypatch.setattr(capture, "_row_change", broken_for_accounts)
     session.add_all([Client(name="kept"), Account(login="lost")])

@@ -1,0 +1,112 @@
+"""The buffer of connections no ``Session`` owns: Core statements, when the log captures them.
+
+A connection's changes wait in a stack of frames, one per open savepoint over the root
+transaction's, and are netted per row like a session's. Core has no "after commit" event:
+its ``commit`` event fires before the database commits. So a committed connection's changes
+are handed on only once the commit is known to have succeeded, that is when the connection
+begins its next transaction or goes back to the pool; a failed COMMIT (a deferred
+constraint, a serialization failure) reaches ``handle_error`` first, and its changes are
+dropped with it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
+from sqlalchemy.pool import Pool
+
+from .changes import RowChange, RowKey
+from .transaction import Frame, record
+
+CommitHandler = Callable[[list[RowChange], Any], None]
+
+
+class ConnectionTransactions:
+    """Frames of Core connections, and the changes of commits not yet known to be durable."""
+
+    def __init__(self, capture_context: Callable[[], Any], on_commit: CommitHandler) -> None:
+        self._capture_context = capture_context
+        self._on_commit = on_commit
+        self._frames: weakref.WeakKeyDictionary[Connection, list[Frame]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._committing: dict[int, tuple[list[RowChange], Any]] = {}  # by DBAPI connection
+        self._listeners: list[tuple[Any, str, Callable[..., Any]]] = [
+            (Engine, "savepoint", self._savepoint),
+            (Engine, "release_savepoint", self._release_savepoint),
+            (Engine, "rollback_savepoint", self._rollback_savepoint),
+            (Engine, "rollback", self._rollback),
+            (Engine, "commit", self._commit),
+            (Engine, "begin", self._begin),
+            (Engine, "handle_error", self._handle_error),
+            (Pool, "checkin", self._checkin),
+        ]
+        for target, name, listener in self._listeners:
+            event.listen(target, name, listener)
+
+    def close(self) -> None:
+        for target, name, listener in self._listeners:
+            if event.contains(target, name, listener):
+                event.remove(target, name, listener)
+
+    def record(self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]]) -> None:
+        frames = self._frames.setdefault(connection, [{}])
+        for key, change in changes:
+            record(frames[-1], key, change)
+
+    def _savepoint(self, connection: Connection, name: str) -> None:
+        self._frames.setdefault(connection, [{}]).append({})
+
+    def _release_savepoint(self, connection: Connection, name: str, context: Any) -> None:
+        frames = self._frames.get(connection)
+        if frames is not None and len(frames) > 1:
+            released = frames.pop()
+            for key, change in released.items():
+                record(frames[-1], key, change)
+
+    def _rollback_savepoint(self, connection: Connection, name: str, context: Any) -> None:
+        frames = self._frames.get(connection)
+        if frames is not None and len(frames) > 1:
+            frames.pop()
+
+    def _rollback(self, connection: Connection) -> None:
+        self._frames.pop(connection, None)
+
+    def _commit(self, connection: Connection) -> None:
+        frames = self._frames.pop(connection, None)
+        if not frames:
+            return
+        for frame in frames[1:]:  # savepoints still open are committed with the root
+            for key, change in frame.items():
+                record(frames[0], key, change)
+        if frames[0]:
+            changes = list(frames[0].values())
+            self._committing[_dbapi_id(connection)] = (changes, self._capture_context())
+
+    def _begin(self, connection: Connection) -> None:
+        if self._committing:
+            self._deliver(_dbapi_id(connection))
+
+    def _checkin(self, dbapi_connection: Any, connection_record: Any) -> None:
+        self._deliver(id(dbapi_connection))
+
+    def _handle_error(self, context: ExceptionContext) -> None:
+        connection = context.connection
+        if connection is not None and context.statement is None and self._committing:
+            self._committing.pop(_dbapi_id(connection), None)  # the COMMIT itself failed
+
+    def _deliver(self, dbapi_id: int) -> None:
+        committed = self._committing.pop(dbapi_id, None)
+        if committed is not None:
+            self._on_commit(*committed)
+
+
+def _dbapi_id(connection: Connection) -> int:
+    try:
+        return id(connection.connection.dbapi_connection)
+    except Exception:  # closed or invalidated: nothing of it can still be delivered
+        return 0

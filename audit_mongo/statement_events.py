@@ -1,0 +1,143 @@
+"""The Core execution events statement capture listens to, and where captured rows go.
+
+A statement run by a session's connection joins that session's transaction buffer, unless
+it is the session's own flush (whose rows the mapper events already noted); one run by a
+connection no session owns is captured only when the log was asked to capture Core
+statements.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext
+from sqlalchemy.sql.dml import UpdateBase
+
+from . import statements
+from .changes import RowChange, RowKey
+from .connection_transaction import ConnectionTransactions
+from .statements import PendingStatement, StatementTarget
+from .tracking import Tracking
+from .transaction import TransactionBuffer
+
+logger = logging.getLogger("audit_mongo")
+
+Recorder = Callable[[Iterable[tuple[RowKey, RowChange]]], None]
+
+
+class StatementEvents:
+    """Captures INSERT / UPDATE / DELETE statements on tracked tables (see ``statements``)."""
+
+    def __init__(
+        self,
+        tracking: Tracking,
+        sessions: TransactionBuffer,
+        connections: ConnectionTransactions | None,
+    ) -> None:
+        self._tracking = tracking
+        self._sessions = sessions
+        self._connections = connections
+        self._pending: weakref.WeakKeyDictionary[
+            Connection, list[tuple[Any, PendingStatement, Recorder]]
+        ] = weakref.WeakKeyDictionary()
+        self._listeners: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+            ("before_execute", self._before_execute, {"retval": True}),
+            ("after_execute", self._after_execute, {}),
+            ("handle_error", self._handle_error, {}),
+        ]
+        for name, listener, options in self._listeners:
+            event.listen(Engine, name, listener, **options)
+
+    def close(self) -> None:
+        for name, listener, _ in self._listeners:
+            if event.contains(Engine, name, listener):
+                event.remove(Engine, name, listener)
+
+    def _before_execute(
+        self,
+        connection: Connection,
+        statement: Any,
+        multiparams: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        execution_options: Mapping[str, Any],
+    ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
+        action = statements.statement_action(statement)
+        if action is None:
+            return statement, multiparams, params
+        try:
+            target = self._tracking.target(statement.table)
+            if target is None or action not in target.actions:
+                return statement, multiparams, params
+            recorder = self._recorder(connection, target)
+            if recorder is None:
+                return statement, multiparams, params
+            param_sets = list(multiparams) if multiparams else [params or {}]
+            pending = statements.before(target, action, statement, param_sets, connection)
+            statement = _asking_for_keys(statement, target)
+            self._pending.setdefault(connection, []).append((statement, pending, recorder))
+        except Exception:  # a defect here must not stop the application's statement
+            logger.exception("audit_mongo: a %s statement could not be captured", action)
+        return statement, multiparams, params
+
+    def _recorder(self, connection: Connection, target: StatementTarget) -> Recorder | None:
+        session = self._sessions.owner(connection)
+        if session is not None:
+            if self._sessions.in_flush(session, target.table):
+                return None
+            return partial(self._sessions.record_statement, session)
+        if self._connections is None:
+            return None
+        return partial(self._connections.record, connection)
+
+    def _after_execute(
+        self,
+        connection: Connection,
+        statement: Any,
+        multiparams: Any,
+        params: Any,
+        execution_options: Any,
+        result: CursorResult[Any],
+    ) -> None:
+        entry = self._take(connection, statement)
+        if entry is None:
+            return
+        _, pending, recorder = entry
+        try:
+            recorder(statements.after(pending, result, connection))
+        except Exception:
+            logger.exception(
+                "audit_mongo: the rows a %s statement on %s changed could not be recorded",
+                pending.action,
+                pending.target.table_name,
+            )
+
+    def _handle_error(self, context: ExceptionContext) -> None:
+        statement = getattr(context, "invoked_statement", None)  # absent before SQLAlchemy 2.1
+        if context.connection is not None and statement is not None:
+            self._take(context.connection, statement)  # it changed nothing
+
+    def _take(
+        self, connection: Connection, statement: Any
+    ) -> tuple[Any, PendingStatement, Recorder] | None:
+        entries = self._pending.get(connection)
+        if not entries:
+            return None
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index][0] is statement:
+                return entries.pop(index)
+        return None
+
+
+def _asking_for_keys(statement: UpdateBase, target: StatementTarget) -> UpdateBase:
+    """An INSERT that also returns the new rows' primary keys, so they can be read back."""
+    if not statements.needs_inserted_keys(statement):
+        return statement
+    try:
+        return statement.return_defaults(*target.pk_columns)
+    except Exception:  # already asked for other defaults: its keys come back anyway
+        return statement
