@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import inspect, select, tuple_
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Mapper
-from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -45,6 +45,7 @@ class TableInfo:
     decorated_types: Mapping[str, TypeEngine[Any]]
     insert_generated: frozenset[str]  # values the database may compute on INSERT
     update_generated: frozenset[str]  # ... and on UPDATE (onupdate, server_onupdate)
+    collections: tuple[str, ...]  # many-to-many relationships, recorded as related keys
 
     @classmethod
     def of(cls, mapper: Mapper[Any], exclude: Collection[str]) -> TableInfo:
@@ -66,7 +67,17 @@ class TableInfo:
         on_update = frozenset(
             p.key
             for p in mapper.column_attrs
-            if p.key in keys and (p.columns[0].onupdate or p.columns[0].server_onupdate)
+            if p.key in keys
+            and (
+                p.columns[0].onupdate
+                or p.columns[0].server_onupdate
+                or p.columns[0] is mapper.version_id_col
+            )
+        )
+        collections = tuple(
+            r.key
+            for r in mapper.relationships
+            if r.secondary is not None and not r.viewonly and r.key not in exclude
         )
         return cls(
             identity_table(mapper),
@@ -78,6 +89,7 @@ class TableInfo:
             decorated,
             on_insert,
             on_update,
+            collections,
         )
 
 
@@ -370,20 +382,48 @@ def _row_change(
     values = {**state.dict, **computed} if computed else state.dict
     if note.action == "create":
         raw_id = tuple(values.get(k) for k in info.pk_keys)
-        return _keyed(info, raw_id, _created(info, values, dialect), dialect)
+        created = _created(info, values, dialect)
+        created.collections = collection_changes(info, state, dialect)
+        return _keyed(info, raw_id, created, dialect)
     raw_id = state.key[1] if state.key is not None else ()
     old_raw = _old_values(info, state, note)
     if note.action == "delete":
         old = {k: _bson(info, k, v, dialect) for k, v in old_raw.items()}
         return _keyed(info, raw_id, RowChange(info.table_name, None, "delete", old, {}), dialect)
     changed = {k: v for k, v in old_raw.items() if k in values and not same(v, values[k])}
-    if not changed:
+    collections = collection_changes(info, state, dialect)
+    if not changed and not collections:
         return None
     old = {k: _bson(info, k, v, dialect) for k, v in changed.items()}
     new = {k: _bson(info, k, values[k], dialect) for k in changed}
-    keyed = _keyed(info, raw_id, RowChange(info.table_name, None, "update", old, new), dialect)
+    updated = RowChange(info.table_name, None, "update", old, new, collections=collections)
+    keyed = _keyed(info, raw_id, updated, dialect)
     new_id = tuple(values.get(k) for k in info.pk_keys)
     return keyed if new_id == raw_id else _rekeyed(info, keyed, new_id, dialect)
+
+
+def collection_changes(
+    info: TableInfo, state: InstanceState[Any], dialect: Dialect | None
+) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Keys of the rows added to and removed from each many-to-many collection."""
+    found = {}
+    for name in info.collections:
+        history = state.get_history(name, PASSIVE_NO_INITIALIZE)
+        added = [_related_key(obj, dialect) for obj in history.added or ()]
+        deleted = [_related_key(obj, dialect) for obj in history.deleted or ()]
+        if added or deleted:
+            found[name] = (added, deleted)
+    return found
+
+
+def _related_key(obj: Any, dialect: Dialect | None) -> Any:
+    related: InstanceState[Any] = inspect(obj)
+    mapper = related.mapper
+    # A row inserted by this flush has no identity key yet: its key is in its dict.
+    raw = related.key[1] if related.key is not None else _current_identity(mapper, related)
+    where = f"{identity_table(mapper)} key"
+    values = [column_value_to_bson(v, None, dialect, where) for v in raw]
+    return values[0] if len(values) == 1 else values
 
 
 def _created(info: TableInfo, values: Mapping[str, Any], dialect: Dialect | None) -> RowChange:

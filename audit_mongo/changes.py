@@ -33,6 +33,8 @@ class RowChange:
     entity: str | None = None  # the mapped class, for a row of an inheritance hierarchy
     previous_object_id: Any = None  # the key before an update changed it
     previous_key: RowKey | None = field(default=None, repr=False)  # the same, as a buffer key
+    # many-to-many collections: name -> (keys of related rows added, keys removed)
+    collections: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -74,7 +76,9 @@ def update(
 def merge(earlier: RowChange, later: RowChange) -> RowChange | None:
     """The net effect of ``earlier`` followed by ``later`` on the same row (None: nothing)."""
     merged = _merge_actions(earlier, later)
-    if merged is None:
+    if merged is not None and merged.action != "delete":
+        merged.collections = merge_collections(earlier.collections, later.collections)
+    if merged is None or (merged.action == "update" and not merged.old and not merged.collections):
         return None
     merged.entity = earlier.entity if earlier.entity is not None else later.entity
     original = earlier.previous_object_id
@@ -99,8 +103,30 @@ def _merge_actions(earlier: RowChange, later: RowChange) -> RowChange | None:
         old = {**later.old, **earlier.old}
         if then == "delete":
             return RowChange(later.table_name, later.object_id, "delete", old, {})
-        return update(later.table_name, later.object_id, old, {**earlier.new, **later.new})
+        net = update(later.table_name, later.object_id, old, {**earlier.new, **later.new})
+        return net or RowChange(later.table_name, later.object_id, "update", {}, {})
     # first == "delete": only a re-insert of the same key can follow
     if then == "create":
         return update(later.table_name, later.object_id, earlier.old, later.new)
     return later
+
+
+def merge_collections(
+    earlier: dict[str, tuple[list[Any], list[Any]]], later: dict[str, tuple[list[Any], list[Any]]]
+) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Net collection changes: a key added then removed (or removed then added) cancels."""
+    merged = {name: (list(added), list(deleted)) for name, (added, deleted) in earlier.items()}
+    for name, (added, deleted) in later.items():
+        net_added, net_deleted = merged.setdefault(name, ([], []))
+        for key in added:
+            _cancel_or_append(net_deleted, net_added, key)
+        for key in deleted:
+            _cancel_or_append(net_added, net_deleted, key)
+    return {name: pair for name, pair in merged.items() if pair[0] or pair[1]}
+
+
+def _cancel_or_append(opposite: list[Any], same_side: list[Any], key: Any) -> None:
+    if key in opposite:
+        opposite.remove(key)
+    elif key not in same_side:
+        same_side.append(key)

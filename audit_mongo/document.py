@@ -126,9 +126,14 @@ def _document(
 
 
 def changes_field(change: RowChange) -> dict[str, dict[str, list[Any]]]:
-    """``{attribute: {"added": [...], "deleted": [...]}}``, as the blog post stored it."""
+    """``{attribute: {"added": [...], "deleted": [...]}}``, as the blog post stored it; a
+    many-to-many collection lists the keys of the related rows added and removed."""
     if change.action == "create":
-        return {k: {"added": [v], "deleted": []} for k, v in change.new.items()}
-    if change.action == "delete":
-        return {k: {"added": [], "deleted": [v]} for k, v in change.old.items()}
-    return {k: {"added": [change.new[k]], "deleted": [v]} for k, v in change.old.items()}
+        field = {k: {"added": [v], "deleted": []} for k, v in change.new.items()}
+    elif change.action == "delete":
+        field = {k: {"added": [], "deleted": [v]} for k, v in change.old.items()}
+    else:
+        field = {k: {"added": [change.new[k]], "deleted": [v]} for k, v in change.old.items()}
+    for name, (added, deleted) in change.collections.items():
+        field[name] = {"added": list(added), "deleted": list(deleted)}
+    return field

@@ -88,9 +88,7 @@ class Tracking:
         owners = {m: self.tracked_actions(m) for m in self._mappers() if m.local_table == table}
         actions = frozenset().union(*owners.values())
         tracked = [m for m, wired in owners.items() if wired]
-        target = (
-            _statement_target(tracked[0].local_table, tracked, actions, self) if tracked else None
-        )
+        target = _statement_target(table, tracked, actions, self) if tracked else None
         self._targets[table] = target
         return target
 
@@ -110,10 +108,11 @@ def _all_registries() -> set[Any]:
 
 
 def _statement_target(
-    table: Table, owners: list[Mapper[Any]], actions: frozenset[Action], tracking: Tracking
+    table: Any, owners: list[Mapper[Any]], actions: frozenset[Action], tracking: Tracking
 ) -> StatementTarget:
     owners.sort(key=lambda m: len(list(m.iterate_to_root())))
     base = owners[0]
+    table = base.local_table  # the plain Table, not a statement's annotated copy
     excluded = frozenset().union(*(tracking.excluded(m) for m in owners))
     keys: list[str] = []
     columns: list[Column[Any]] = []

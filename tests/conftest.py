@@ -14,9 +14,38 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
-from tests.models import Account, Base, Client, Country, Device, Membership, Sample
+from tests.models import (
+    Account,
+    Article,
+    Base,
+    Client,
+    Country,
+    Device,
+    Employee,
+    Engineer,
+    LegacyItem,
+    Manager,
+    Membership,
+    Sample,
+    Stamped,
+    Tag,
+)
 
-TRACKED = (Client, Account, Sample, Membership, Device, Country)
+TRACKED = (
+    Client,
+    Account,
+    Sample,
+    Membership,
+    Device,
+    Country,
+    Article,
+    Tag,
+    Employee,
+    Manager,
+    Engineer,
+    Stamped,
+    LegacyItem,
+)
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
 REAL_MONGO_URI = os.environ.get("AUDIT_MONGO_TEST_URI")
 POSTGRES_URL = os.environ.get("AUDIT_TEST_POSTGRES_URL")

@@ -6,11 +6,12 @@ import datetime as dt
 import enum
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     CHAR,
     JSON,
+    Column,
     Date,
     DateTime,
     Enum,
@@ -21,12 +22,15 @@ from sqlalchemy import (
     Numeric,
     PickleType,
     String,
+    Table,
     Text,
     Time,
     TypeDecorator,
     Uuid,
+    func,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -155,3 +159,91 @@ class Untracked(Base):
     __tablename__ = "untracked"
     id: Mapped[int] = mapped_column(primary_key=True)
     label: Mapped[str | None] = mapped_column(String(20))
+
+
+article_tags = Table(
+    "article_tags",
+    Base.metadata,
+    Column("article_id", ForeignKey("articles.id"), primary_key=True),
+    Column("tag_id", ForeignKey("tags.id"), primary_key=True),
+)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(20))
+
+
+class Article(Base):
+    """A many-to-many collection and a many-to-one reference."""
+
+    __tablename__ = "articles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(50))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))
+    author: Mapped[Client | None] = relationship()
+    tags: Mapped[list[Tag]] = relationship(secondary=article_tags)
+
+
+class Employee(Base):
+    """Joined-table inheritance (Manager) and single-table inheritance (Engineer)."""
+
+    __tablename__ = "employees"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(50))
+    skill: Mapped[str | None] = mapped_column(String(50))  # Engineer's, in the base table
+    __mapper_args__: ClassVar[dict[str, Any]] = {
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "employee",
+    }
+
+
+class Manager(Employee):
+    __tablename__ = "managers"
+    id: Mapped[int] = mapped_column(ForeignKey("employees.id"), primary_key=True)
+    budget: Mapped[int | None]
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "manager"}
+
+
+class Engineer(Employee):
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "engineer"}
+
+
+class Stamped(Base):
+    """Values the database computes: a server default, an onupdate SQL expression, a
+    server-side onupdate, a Python onupdate and a version counter."""
+
+    __tablename__ = "stamped"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), server_default="fresh")
+    revision: Mapped[int] = mapped_column(server_default=text("1"))
+    shout: Mapped[str | None] = mapped_column(String(20), onupdate=func.upper("changed"))
+    touched: Mapped[int | None] = mapped_column(onupdate=lambda: 7)
+    version: Mapped[int] = mapped_column(default=1)
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+
+
+legacy_table = Table(
+    "legacy_items",
+    Base.metadata,
+    Column("item_no", Integer, primary_key=True),
+    Column("item_name", String(30)),
+)
+
+
+class LegacyItem:
+    """Mapped imperatively to a Table (no __tablename__), attribute keys unlike its columns."""
+
+    def __init__(self, number: int, title: str | None = None) -> None:
+        self.number = number
+        self.title = title
+
+
+Base.registry.map_imperatively(
+    LegacyItem,
+    legacy_table,
+    properties={"number": legacy_table.c.item_no, "title": legacy_table.c.item_name},
+)

@@ -32,7 +32,7 @@ def actions(collection: Any) -> list[tuple[str, Any]]:
 def test_orm_update_statement_records_each_matched_row(
     audit: AuditLog, session: Session, collection: Any, mode: Any
 ) -> None:
-    a, b, c = three_clients(session)
+    a, b, _ = three_clients(session)
     session.execute(
         update(Client).where(Client.name != "c").values(phone="2"),
         execution_options={"synchronize_session": mode},
@@ -92,9 +92,7 @@ def test_update_returning_keeps_the_callers_rows(
     assert sorted(d["object_id"] for d in stored(collection, action="update")) == [a, b]
 
 
-def test_legacy_query_update_and_delete(
-    audit: AuditLog, session: Session, collection: Any
-) -> None:
+def test_legacy_query_update_and_delete(audit: AuditLog, session: Session, collection: Any) -> None:
     a, b, _ = three_clients(session)
     session.query(Client).filter(Client.id == a).update({"name": "A"})
     session.query(Client).filter(Client.id == b).delete()
@@ -133,10 +131,8 @@ def test_orm_bulk_insert_with_returning_keeps_the_callers_objects(
     assert len(stored(collection, action="create")) == 2
 
 
-def test_orm_bulk_update_by_primary_key(
-    audit: AuditLog, session: Session, collection: Any
-) -> None:
-    a, b, c = three_clients(session)
+def test_orm_bulk_update_by_primary_key(audit: AuditLog, session: Session, collection: Any) -> None:
+    a, _, c = three_clients(session)
     session.execute(update(Client), [{"id": a, "name": "A"}, {"id": c, "name": "C"}])
     session.commit()
 
@@ -231,15 +227,12 @@ def test_composite_key_statement(audit: AuditLog, session: Session, collection: 
     session.execute(update(Membership).values(role="s"))
     session.commit()
 
-    assert [(d["action"], d["object_id"]) for d in stored(collection, table_name="memberships")] == [
-        ("create", ["g", a])
-    ]
+    memberships = stored(collection, table_name="memberships")
+    assert [(d["action"], d["object_id"]) for d in memberships] == [("create", ["g", a])]
     assert only(collection, table_name="memberships")["changes"]["role"]["added"] == ["s"]
 
 
-def test_core_connections_are_recorded_only_when_asked(
-    engine: Engine, collection: Any
-) -> None:
+def test_core_connections_are_recorded_only_when_asked(engine: Engine, collection: Any) -> None:
     quiet = AuditLog(collection)
     quiet.track(Client)
     with engine.begin() as conn:
