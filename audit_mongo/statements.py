@@ -202,34 +202,23 @@ def _deletes(pending: PendingStatement) -> Iterator[tuple[RowKey, RowChange]]:
 def _updates(
     pending: PendingStatement, connection: Connection
 ) -> Iterator[tuple[RowKey, RowChange]]:
-    target, old_rows = pending.target, pending.old_rows
-    try:
-        with connection.begin_nested():
-            new_rows = dict(rows_by_key(target, old_rows, connection))
-    except Exception as exc:
-        logger.error(
-            "audit_mongo: could not read back %d rows an update on %s changed (%s); their new "
-            "values are recorded as %s",
-            len(old_rows),
-            target.table_name,
-            type(exc).__name__,
-            UNREADABLE,
-        )
-        new_rows = {}
-    missing = 0
-    for key, values in old_rows.items():
-        new_values = new_rows.get(key)
-        if new_values is None:
-            missing += 1  # its primary key changed, or it was read back unsuccessfully
-            new = dict.fromkeys(target.keys, UNREADABLE)
-        else:
-            new = _bson_values(target, new_values, pending.dialect)
-        old = _bson_values(target, values, pending.dialect)
-        change = update(target.table_name, _object_id(target, key, pending.dialect), old, new)
-        if change is not None:
-            change.entity = target.entity
-            yield _row_key(target, key), change
-    if missing and new_rows:
+    """Read the updated rows back ``CHUNK`` at a time and yield what changed in each."""
+    target, missing = pending.target, 0
+    for chunk in _chunks(list(pending.old_rows.items()), CHUNK):
+        new_rows = _read_back(target, [key for key, _ in chunk], connection)
+        for key, values in chunk:
+            new_values = new_rows.get(key) if new_rows is not None else None
+            if new_values is None:
+                missing += new_rows is not None  # its primary key changed
+                new = dict.fromkeys(target.keys, UNREADABLE)
+            else:
+                new = _bson_values(target, new_values, pending.dialect)
+            old = _bson_values(target, values, pending.dialect)
+            change = update(target.table_name, _object_id(target, key, pending.dialect), old, new)
+            if change is not None:
+                change.entity = target.entity
+                yield _row_key(target, key), change
+    if missing:
         logger.warning(
             "audit_mongo: %d rows an update on %s changed were not found again by their old "
             "primary key (an UPDATE of the key itself); their new values are recorded as %s",
@@ -237,6 +226,24 @@ def _updates(
             target.table_name,
             UNREADABLE,
         )
+
+
+def _read_back(
+    target: StatementTarget, keys: list[PkTuple], connection: Connection
+) -> dict[PkTuple, tuple[Any, ...]] | None:
+    try:
+        with connection.begin_nested():
+            return dict(rows_by_key(target, keys, connection))
+    except Exception as exc:
+        logger.error(
+            "audit_mongo: could not read back %d rows an update on %s changed (%s); their new "
+            "values are recorded as %s",
+            len(keys),
+            target.table_name,
+            type(exc).__name__,
+            UNREADABLE,
+        )
+        return None
 
 
 def _creates(

@@ -26,6 +26,7 @@ from tests.models import (
     LegacyItem,
     Manager,
     Membership,
+    Node,
     Sample,
     Stamped,
     Tag,
@@ -45,6 +46,7 @@ TRACKED = (
     Engineer,
     Stamped,
     LegacyItem,
+    Node,
 )
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
 REAL_MONGO_URI = os.environ.get("AUDIT_MONGO_TEST_URI")

@@ -247,3 +247,12 @@ Base.registry.map_imperatively(
     legacy_table,
     properties={"number": legacy_table.c.item_no, "title": legacy_table.c.item_name},
 )
+
+
+class Node(Base):
+    """A reference SQLAlchemy writes with a second UPDATE (post_update)."""
+
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    favorite_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    favorite: Mapped[Node | None] = relationship(remote_side=[id], post_update=True)

@@ -11,7 +11,17 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
 from tests.conftest import only, stored
-from tests.models import Article, Client, Employee, Engineer, LegacyItem, Manager, Stamped, Tag
+from tests.models import (
+    Article,
+    Client,
+    Employee,
+    Engineer,
+    LegacyItem,
+    Manager,
+    Node,
+    Stamped,
+    Tag,
+)
 
 
 def test_many_to_many_changes_list_the_related_keys_on_the_owning_row(
@@ -194,3 +204,20 @@ def test_a_sql_expression_set_on_an_object_records_its_result(
     changes = only(collection, action="update")["changes"]
     assert changes["revision"] == {"added": [6], "deleted": [5]}
     assert session.scalar(select(Stamped.revision)) == 6
+
+
+def test_a_post_update_reference_is_recorded(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    first, second = Node(), Node()
+    first.favorite, second.favorite = second, first  # a cycle: SQLAlchemy UPDATEs afterwards
+    session.add_all([first, second])
+    session.commit()
+    second.favorite = second
+    session.commit()
+
+    created = stored(collection, action="create")
+    assert [d["changes"]["favorite_id"]["added"] for d in created] == [[second.id], [first.id]]
+    assert only(collection, action="update")["changes"] == {
+        "favorite_id": {"added": [second.id], "deleted": [first.id]}
+    }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy import Engine, delete, event, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
@@ -263,3 +263,42 @@ def test_core_connections_are_recorded_only_when_asked(engine: Engine, collectio
         "deleted": [],
     }
     assert only(collection, action="delete")["changes"]["name"]["deleted"] == ["y"]
+
+
+def test_a_large_statement_is_read_and_written_in_chunks(
+    session: Session, collection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = 2_500
+    session.execute(insert(Client), [{"name": f"n{i}", "phone": "0"} for i in range(rows)])
+    session.commit()
+    batches: list[int] = []
+    insert_many = collection.insert_many
+
+    def counting_insert_many(documents: list[Any], **options: Any) -> Any:
+        batches.append(len(documents))
+        return insert_many(documents, **options)
+
+    monkeypatch.setattr(collection, "insert_many", counting_insert_many)
+    selects: list[int] = []
+    listen_for_selects(session, selects)
+    audit = AuditLog(collection)
+    audit.track(Client)
+    try:
+        session.execute(update(Client).values(phone="1"))
+        session.commit()
+    finally:
+        audit.close()
+
+    assert batches == [1000, 1000, 500]
+    # one streamed read before the statement, then one read back per 500 rows
+    assert len(selects) == 1 + rows // 500
+    assert collection.count_documents({"action": "update"}) == rows
+
+
+def listen_for_selects(session: Session, selects: list[int]) -> None:
+    engine = session.get_bind()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(1)
