@@ -20,9 +20,9 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.pool import Pool
 
 from .changes import RowChange, RowKey
-from .transaction import Frame, record
+from .frame import Frame
 
-CommitHandler = Callable[[list[RowChange], Any], None]
+CommitHandler = Callable[[Iterable[RowChange], Any], None]
 
 
 class ConnectionTransactions:
@@ -34,7 +34,7 @@ class ConnectionTransactions:
         self._frames: weakref.WeakKeyDictionary[Connection, list[Frame]] = (
             weakref.WeakKeyDictionary()
         )
-        self._committing: dict[int, tuple[list[RowChange], Any]] = {}  # by DBAPI connection
+        self._committing: dict[int, tuple[Frame, Any]] = {}  # by DBAPI connection
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = [
             (Engine, "savepoint", self._savepoint),
             (Engine, "release_savepoint", self._release_savepoint),
@@ -54,38 +54,39 @@ class ConnectionTransactions:
                 event.remove(target, name, listener)
 
     def record(self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]]) -> None:
-        frames = self._frames.setdefault(connection, [{}])
+        frames = self._frames.setdefault(connection, [Frame()])
         for key, change in changes:
-            record(frames[-1], key, change)
+            frames[-1].record(key, change)
 
     def _savepoint(self, connection: Connection, name: str) -> None:
-        self._frames.setdefault(connection, [{}]).append({})
+        self._frames.setdefault(connection, [Frame()]).append(Frame())
 
     def _release_savepoint(self, connection: Connection, name: str, context: Any) -> None:
         frames = self._frames.get(connection)
         if frames is not None and len(frames) > 1:
             released = frames.pop()
-            for key, change in released.items():
-                record(frames[-1], key, change)
+            frames[-1].absorb(released)
 
     def _rollback_savepoint(self, connection: Connection, name: str, context: Any) -> None:
         frames = self._frames.get(connection)
         if frames is not None and len(frames) > 1:
-            frames.pop()
+            frames.pop().close()
 
     def _rollback(self, connection: Connection) -> None:
-        self._frames.pop(connection, None)
+        for frame in self._frames.pop(connection, []):
+            frame.close()
 
     def _commit(self, connection: Connection) -> None:
         frames = self._frames.pop(connection, None)
         if not frames:
             return
+        root = frames[0]
         for frame in frames[1:]:  # savepoints still open are committed with the root
-            for key, change in frame.items():
-                record(frames[0], key, change)
-        if frames[0]:
-            changes = list(frames[0].values())
-            self._committing[_dbapi_id(connection)] = (changes, self._capture_context())
+            root.absorb(frame)
+        if root:
+            self._committing[_dbapi_id(connection)] = (root, self._capture_context())
+        else:
+            root.close()
 
     def _begin(self, connection: Connection) -> None:
         if self._committing:
@@ -97,12 +98,18 @@ class ConnectionTransactions:
     def _handle_error(self, context: ExceptionContext) -> None:
         connection = context.connection
         if connection is not None and context.statement is None and self._committing:
-            self._committing.pop(_dbapi_id(connection), None)  # the COMMIT itself failed
+            failed = self._committing.pop(_dbapi_id(connection), None)  # the COMMIT failed
+            if failed is not None:
+                failed[0].close()
 
     def _deliver(self, dbapi_id: int) -> None:
         committed = self._committing.pop(dbapi_id, None)
         if committed is not None:
-            self._on_commit(*committed)
+            frame, context = committed
+            try:
+                self._on_commit(frame.changes(), context)
+            finally:
+                frame.close()
 
 
 def _dbapi_id(connection: Connection) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
+from itertools import islice
 from typing import Any
 
 from pymongo.write_concern import WriteConcern
@@ -238,17 +239,13 @@ class AuditLog:
     ) -> Iterable[tuple[RowKey, RowChange]]:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
-    def _deliver(self, row_changes: list[RowChange], user_id: Any) -> None:
+    def _deliver(self, row_changes: Iterable[RowChange], user_id: Any) -> None:
         """Write a committed transaction's documents, ``WRITE_BATCH`` at a time."""
-        try:
-            if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
-                user_id = self._actor.current()
-            transaction_id, created_at = new_transaction_id(), commit_time()
-        except Exception:
-            logger.exception("audit_mongo: %d audit documents could not be built", len(row_changes))
-            return
-        for start in range(0, len(row_changes), WRITE_BATCH):
-            batch = row_changes[start : start + WRITE_BATCH]
+        if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
+            user_id = self._actor.current()
+        transaction_id, created_at = new_transaction_id(), commit_time()
+        changes = iter(row_changes)
+        while batch := list(islice(changes, WRITE_BATCH)):
             try:
                 documents = build_documents(
                     batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at

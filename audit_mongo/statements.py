@@ -29,7 +29,8 @@ from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClau
 from sqlalchemy.types import TypeEngine
 
 from .capture import UNREADABLE
-from .changes import Action, RowChange, RowKey, update
+from .changes import Action, RowChange, RowKey, same, update
+from .frame import SpillingList
 from .normalise import column_value_to_bson
 
 logger = logging.getLogger("audit_mongo")
@@ -60,7 +61,7 @@ class PendingStatement:
     target: StatementTarget
     action: Action
     dialect: Dialect
-    old_rows: dict[PkTuple, tuple[Any, ...]] = field(default_factory=dict)
+    old_rows: SpillingList = field(default_factory=SpillingList)  # (key, values), in order
     readable: bool = True
 
 
@@ -101,7 +102,7 @@ def before(
         return pending
     try:
         with connection.begin_nested():  # a failed read must not abort the app's transaction
-            pending.old_rows = dict(_matching_rows(target, statement, param_sets, connection))
+            _read_matching_rows(pending, statement, param_sets, connection)
     except Exception as exc:
         pending.readable = False
         logger.error(
@@ -118,37 +119,51 @@ def after(
     pending: PendingStatement, result: CursorResult[Any], connection: Connection
 ) -> Iterator[tuple[RowKey, RowChange]]:
     """The row changes a finished statement made, read back chunk by chunk."""
-    if not pending.readable:
-        return
-    if pending.action == "delete":
-        yield from _deletes(pending)
-    elif pending.action == "update":
-        yield from _updates(pending, connection)
-    else:
-        yield from _creates(pending, result, connection)
+    try:
+        if not pending.readable:
+            return
+        if pending.action == "delete":
+            yield from _deletes(pending)
+        elif pending.action == "update":
+            yield from _updates(pending, connection)
+        else:
+            yield from _creates(pending, result, connection)
+    finally:
+        pending.old_rows.close()
 
 
-def _matching_rows(
-    target: StatementTarget,
+def _read_matching_rows(
+    pending: PendingStatement,
     statement: UpdateBase,
     param_sets: Sequence[Mapping[str, Any]],
     connection: Connection,
-) -> Iterator[tuple[PkTuple, tuple[Any, ...]]]:
-    where = getattr(statement, "whereclause", None)
+) -> None:
+    """Keep ``(key, values)`` of each row the statement matches, once per row."""
+    target, where = pending.target, getattr(statement, "whereclause", None)
     if len(param_sets) > 1:
         by_key = _pk_bind_names(where, target)
         if by_key is not None:  # ORM bulk UPDATE by primary key: one read per chunk
             keys = [tuple(params[name] for name in by_key) for params in param_sets]
-            yield from rows_by_key(target, keys, connection)
+            for row in rows_by_key(target, keys, connection):
+                pending.old_rows.append(row)
             return
     query = select(*target.pk_columns, *target.columns).select_from(target.table)
     if where is not None:
         query = query.where(where)
+    # A join (UPDATE ... FROM) or several parameter sets can match a row more than once.
+    seen: set[PkTuple] | None = (
+        set() if len(param_sets) > 1 or len(query.get_final_froms()) > 1 else None
+    )
     query = query.execution_options(stream_results=True, yield_per=CHUNK)
     width = len(target.pk_columns)
     for params in param_sets:
         for row in connection.execute(query, dict(params)):
-            yield tuple(row[:width]), tuple(row[width:])
+            key = tuple(row[:width])
+            if seen is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            pending.old_rows.append((key, tuple(row[width:])))
 
 
 def _pk_bind_names(where: Any, target: StatementTarget) -> list[str] | None:
@@ -194,9 +209,10 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _deletes(pending: PendingStatement) -> Iterator[tuple[RowKey, RowChange]]:
     target = pending.target
-    for key, values in pending.old_rows.items():
-        old = _bson_values(target, values, pending.dialect)
-        yield _row_key(target, key), _change(pending, key, "delete", old, {})
+    for rows in pending.old_rows.chunks():
+        for key, values in rows:
+            old = _bson_values(target, values, pending.dialect)
+            yield _row_key(target, key), _change(pending, key, "delete", old, {})
 
 
 def _updates(
@@ -204,19 +220,17 @@ def _updates(
 ) -> Iterator[tuple[RowKey, RowChange]]:
     """Read the updated rows back ``CHUNK`` at a time and yield what changed in each."""
     target, missing = pending.target, 0
-    for chunk in _chunks(list(pending.old_rows.items()), CHUNK):
+    chunks = (chunk for rows in pending.old_rows.chunks() for chunk in _chunks(rows, CHUNK))
+    for chunk in chunks:
         new_rows = _read_back(target, [key for key, _ in chunk], connection)
         for key, values in chunk:
             new_values = new_rows.get(key) if new_rows is not None else None
             if new_values is None:
                 missing += new_rows is not None  # its primary key changed
-                new = dict.fromkeys(target.keys, UNREADABLE)
+                change = _unreadable_update(pending, key, values)
             else:
-                new = _bson_values(target, new_values, pending.dialect)
-            old = _bson_values(target, values, pending.dialect)
-            change = update(target.table_name, _object_id(target, key, pending.dialect), old, new)
+                change = _update(pending, key, values, new_values)
             if change is not None:
-                change.entity = target.entity
                 yield _row_key(target, key), change
     if missing:
         logger.warning(
@@ -226,6 +240,32 @@ def _updates(
             target.table_name,
             UNREADABLE,
         )
+
+
+def _update(
+    pending: PendingStatement, key: PkTuple, old: tuple[Any, ...], new: tuple[Any, ...]
+) -> RowChange | None:
+    """The changed columns only, compared as SQLAlchemy does before normalising any value."""
+    target, dialect = pending.target, pending.dialect
+    changed = [i for i, (o, n) in enumerate(zip(old, new, strict=True)) if not same(o, n)]
+    if not changed:
+        return None
+    keys = [target.keys[i] for i in changed]
+    old_values = {k: _bson(target, k, old[i], dialect) for k, i in zip(keys, changed, strict=True)}
+    new_values = {k: _bson(target, k, new[i], dialect) for k, i in zip(keys, changed, strict=True)}
+    return _change(pending, key, "update", old_values, new_values)
+
+
+def _unreadable_update(
+    pending: PendingStatement, key: PkTuple, old: tuple[Any, ...]
+) -> RowChange | None:
+    old_values = _bson_values(pending.target, old, pending.dialect)
+    new_values = dict.fromkeys(pending.target.keys, UNREADABLE)
+    change = update(pending.target.table_name, None, old_values, new_values)
+    if change is not None:
+        change.object_id = _object_id(pending.target, key, pending.dialect)
+        change.entity = pending.target.entity
+    return change
 
 
 def _read_back(

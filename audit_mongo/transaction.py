@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.state import InstanceState
 
 from .capture import Noted, OldValueReader
-from .changes import RowChange, RowKey, merge
+from .changes import RowChange, RowKey
+from .frame import Frame
 
-Frame = dict[RowKey, RowChange]
-CommitHandler = Callable[[Session, list[RowChange], Any], None]
+CommitHandler = Callable[[Session, Iterable[RowChange], Any], None]
 NOT_CAPTURED: Any = object()
 FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, RowChange]]]
 
@@ -46,31 +46,19 @@ class SessionBuffer:
 
     def record(self, transaction: SessionTransaction, key: RowKey, change: RowChange) -> None:
         """Add ``change`` to the transaction's frame, netted with an earlier change."""
-        record(self.frames.setdefault(transaction, {}), key, change)
+        frame = self.frames.get(transaction)
+        if frame is None:
+            frame = self.frames[transaction] = Frame()
+        frame.record(key, change)
 
     def release(self, savepoint: SessionTransaction) -> None:
         """A released savepoint's changes become its parent's."""
         frame = self.frames.pop(savepoint, None)
-        if frame:
+        if frame is not None:
             parent = _frame_owner(savepoint.parent)
-            for key, change in frame.items():
-                self.record(parent, key, change)
-
-
-def record(frame: Frame, key: RowKey, change: RowChange) -> None:
-    """Add ``change`` to ``frame``, netted with an earlier change to the same row (found
-    under its old key when the change updated the primary key)."""
-    earlier = frame.pop(change.previous_key, None) if change.previous_key is not None else None
-    if earlier is None:
-        earlier = frame.get(key)
-    if earlier is None:
-        frame[key] = change
-        return
-    merged = merge(earlier, change)
-    if merged is None:
-        frame.pop(key, None)
-    else:
-        frame[key] = merged
+            if parent not in self.frames:
+                self.frames[parent] = Frame()
+            self.frames[parent].absorb(frame)
 
 
 def _frame_owner(transaction: SessionTransaction | None) -> SessionTransaction:
@@ -152,8 +140,8 @@ class TransactionBuffer:
         """The changes captured in ``session`` and not yet committed (all frames)."""
         buffer: SessionBuffer | None = session.info.get(self)
         if buffer is not None:
-            for frame in buffer.frames.values():
-                yield from frame.values()
+            for frame in list(buffer.frames.values()):
+                yield from frame.changes()
 
     def _before_commit(self, session: Session) -> None:
         # Fires for a savepoint's release too, and, when a session.begin() block ends with a
@@ -200,8 +188,13 @@ class TransactionBuffer:
             return
         root = session.get_transaction()
         frame = buffer.frames.pop(root, None) if root is not None else None
-        if frame:
-            self._on_commit(session, list(frame.values()), buffer.context)
+        if frame is None:
+            return
+        try:
+            if frame:
+                self._on_commit(session, frame.changes(), buffer.context)
+        finally:
+            frame.close()
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         buffer: SessionBuffer | None = session.info.get(self)
@@ -209,5 +202,9 @@ class TransactionBuffer:
             return
         if transaction.parent is None:
             del session.info[self]
+            for leftover in buffer.frames.values():  # a rolled-back transaction's
+                leftover.close()
         elif transaction.nested:
-            buffer.frames.pop(transaction, None)  # released frames were merged already
+            dropped = buffer.frames.pop(transaction, None)  # released frames were merged already
+            if dropped is not None:
+                dropped.close()
