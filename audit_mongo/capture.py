@@ -12,7 +12,9 @@ the common case, cost no query.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql.elements import ClauseElement
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import CHAR, NCHAR, TypeDecorator, TypeEngine
 
 from .changes import Action, RowChange, RowKey, same
 from .normalise import column_value_to_bson
@@ -46,6 +48,7 @@ class TableInfo:
     insert_generated: frozenset[str]  # values the database may compute on INSERT
     update_generated: frozenset[str]  # ... and on UPDATE (onupdate, server_onupdate)
     collections: tuple[str, ...]  # many-to-many relationships, recorded as related keys
+    padded: tuple[bool, ...]  # which key columns are CHAR: compared without trailing blanks
 
     @classmethod
     def of(cls, mapper: Mapper[Any], exclude: Collection[str]) -> TableInfo:
@@ -90,7 +93,24 @@ class TableInfo:
             on_insert,
             on_update,
             collections,
+            padded_flags(mapper.primary_key),
         )
+
+
+def padded_flags(columns: Iterable[Any]) -> tuple[bool, ...]:
+    return tuple(isinstance(c.type, (CHAR, NCHAR)) for c in columns)
+
+
+def unpad(key: tuple[Any, ...], padded: tuple[bool, ...]) -> tuple[Any, ...]:
+    """A key as the application spells it: a CHAR column's value without the blanks the
+    database pads it with (SQL compares CHAR values that way too), so a row read back from
+    the database and the same row created in the session are one row."""
+    if not any(padded):
+        return key
+    return tuple(
+        v.rstrip(" ") if flag and isinstance(v, str) else v
+        for v, flag in zip(key, padded, strict=True)
+    )
 
 
 def _computed_on_insert(column: Any) -> bool:
@@ -203,7 +223,7 @@ class OldValueReader:
     still holds its old values. A row whose key the database returns in another form (a
     padded CHAR, a citext) is read again on its own, by ``=``.
 
-    Each read runs in a savepoint: a failed read (a column the application may update but
+    On PostgreSQL each read runs in a savepoint: a failed read (a column the app may update but
     not select, say) is logged and its values recorded as ``UNREADABLE``, and on PostgreSQL
     it does not abort the application's transaction.
     """
@@ -259,7 +279,7 @@ class OldValueReader:
     ) -> None:
         keys = list(dict.fromkeys(k for wanted in chunk.values() for k in wanted))
         try:
-            with connection.begin_nested():
+            with read_guard(connection):
                 self._select(mapper, chunk, keys, connection)
         except Exception as exc:
             logger.error(
@@ -284,6 +304,45 @@ class OldValueReader:
         rows = read_rows(mapper, connection, list(by_identity), keys, self.CHUNK)
         for identity, state in by_identity.items():
             self._rows[state] = rows.get(identity, {})
+
+
+# Dialects where a failed statement aborts the whole transaction: reads there go in a savepoint.
+ABORTING_DIALECTS = frozenset(("postgresql", "cockroachdb"))
+
+
+_proven: weakref.WeakKeyDictionary[Connection, set[Hashable]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def read_guard(connection: Connection, proof: Hashable = None) -> Iterator[None]:
+    """Where a failed read would abort the application's transaction (PostgreSQL), run it in
+    a savepoint; elsewhere (and outside a transaction block: AUTOCOMMIT) a failed read harms
+    nothing, and a savepoint would fail while a caller's RETURNING cursor is open (SQLite).
+
+    ``proof`` names the kind of read (a table's columns): once one succeeded on a connection,
+    the same kind of read there runs without the savepoint's two round trips, since what
+    makes such a read fail (column privileges) does not change within a connection.
+    """
+    if connection.dialect.name not in ABORTING_DIALECTS or in_autocommit(connection):
+        yield
+        return
+    proven = _proven.setdefault(connection, set())
+    if proof is not None and proof in proven:
+        yield
+        return
+    with connection.begin_nested():
+        yield
+    if proof is not None:
+        proven.add(proof)
+
+
+def in_autocommit(connection: Connection) -> bool:
+    """Whether each statement on ``connection`` commits by itself (AUTOCOMMIT isolation)."""
+    level = connection.get_execution_options().get("isolation_level")
+    if level is None:
+        # create_engine(isolation_level=...) is kept on the dialect, with no public accessor.
+        level = getattr(connection.engine.dialect, "_on_connect_isolation_level", None)
+    return bool(level == "AUTOCOMMIT")
 
 
 def collect(
@@ -325,7 +384,7 @@ def read_computed(
         identities = {state: _current_identity(mapper, state) for state in rows}
         keys = list(dict.fromkeys(k for missing in rows.values() for k in missing))
         try:
-            with connection.begin_nested():
+            with read_guard(connection):
                 read = read_rows(mapper, connection, list(identities.values()), keys)
         except Exception as exc:
             logger.error(
@@ -434,6 +493,7 @@ def _created(info: TableInfo, values: Mapping[str, Any], dialect: Dialect | None
 def _keyed(
     info: TableInfo, raw_id: tuple[Any, ...], change: RowChange, dialect: Dialect | None
 ) -> tuple[RowKey, RowChange]:
+    raw_id = unpad(raw_id, info.padded)
     change.object_id = _object_id(info, raw_id, dialect)
     change.entity = info.entity
     return (info.table_name, raw_id), change
@@ -447,6 +507,7 @@ def _rekeyed(
 ) -> tuple[RowKey, RowChange]:
     """An update of the primary key itself: the document names the new key and the old."""
     old_key, change = keyed
+    new_id = unpad(new_id, info.padded)
     change.previous_object_id, change.previous_key = change.object_id, old_key
     change.object_id = _object_id(info, new_id, dialect)
     return (info.table_name, new_id), change

@@ -6,7 +6,8 @@ its ``commit`` event fires before the database commits. So a committed connectio
 are handed on only once the commit is known to have succeeded, that is when the connection
 begins its next transaction or goes back to the pool; a failed COMMIT (a deferred
 constraint, a serialization failure) reaches ``handle_error`` first, and its changes are
-dropped with it.
+dropped with it. On an AUTOCOMMIT connection each statement commits as it runs, and its
+changes are handed on at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.pool import Pool
 
+from .capture import in_autocommit
 from .changes import RowChange, RowKey
 from .frame import Frame
 
@@ -54,6 +56,12 @@ class ConnectionTransactions:
                 event.remove(target, name, listener)
 
     def record(self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]]) -> None:
+        if in_autocommit(connection):  # the statement committed as it ran
+            committed = Frame()
+            for key, change in changes:
+                committed.record(key, change)
+            self._deliver_frame(committed, self._capture_context())
+            return
         frames = self._frames.setdefault(connection, [Frame()])
         for key, change in changes:
             frames[-1].record(key, change)
@@ -105,11 +113,14 @@ class ConnectionTransactions:
     def _deliver(self, dbapi_id: int) -> None:
         committed = self._committing.pop(dbapi_id, None)
         if committed is not None:
-            frame, context = committed
-            try:
+            self._deliver_frame(*committed)
+
+    def _deliver_frame(self, frame: Frame, context: Any) -> None:
+        try:
+            if frame:
                 self._on_commit(frame.changes(), context)
-            finally:
-                frame.close()
+        finally:
+            frame.close()
 
 
 def _dbapi_id(connection: Connection) -> int:

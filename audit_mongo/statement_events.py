@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
 from . import statements
-from .changes import RowChange, RowKey
+from .changes import Action, RowChange, RowKey
 from .connection_transaction import ConnectionTransactions
 from .statements import PendingStatement, StatementTarget
 from .tracking import Tracking
@@ -70,28 +71,46 @@ class StatementEvents:
         if action is None:
             return statement, multiparams, params
         try:
-            target = self._tracking.target(statement.table)
-            if target is None or action not in target.actions:
-                return statement, multiparams, params
-            recorder = self._recorder(connection, target)
-            if recorder is None:
-                return statement, multiparams, params
-            param_sets = list(multiparams) if multiparams else [params or {}]
-            pending = statements.before(target, action, statement, param_sets, connection)
-            statement = _asking_for_keys(statement, target)
-            self._pending.setdefault(connection, []).append((statement, pending, recorder))
+            pending = self._capture_before(
+                connection, statement, action, multiparams, params, execution_options
+            )
+            if pending is not None:
+                statement = _asking_for_keys(statement, pending[0].target)
+                self._pending.setdefault(connection, []).append((statement, *pending))
         except Exception:  # a defect here must not stop the application's statement
             logger.exception("audit_mongo: a %s statement could not be captured", action)
         return statement, multiparams, params
 
-    def _recorder(self, connection: Connection, target: StatementTarget) -> Recorder | None:
-        session = self._sessions.owner(connection)
-        if session is not None:
-            if self._sessions.in_flush(session, target.table):
-                return None
-            return partial(self._sessions.record_statement, session)
-        if self._connections is None:
+    def _capture_before(
+        self,
+        connection: Connection,
+        statement: Any,
+        action: Action,
+        multiparams: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        execution_options: Mapping[str, Any],
+    ) -> tuple[PendingStatement, Recorder] | None:
+        table, statement_from = self._tracking.statement_table(statement.table)
+        if table is None:
             return None
+        session = self._sessions.owner(connection)
+        if session is not None and self._sessions.in_flush(session, table):
+            return None  # the flush's own statement: its rows were noted by mapper events
+        if session is None and self._connections is None:
+            return None
+        target = self._tracking.target(table)
+        if target is None or action not in target.actions:
+            return None
+        param_sets = list(multiparams) if multiparams else [params or {}]
+        pending = statements.before(
+            target, action, statement, statement_from, param_sets, connection, execution_options
+        )
+        return pending, self._recorder(connection, session)
+
+    def _recorder(self, connection: Connection, session: Session | None) -> Recorder:
+        if session is not None:
+            return partial(self._sessions.record_statement, session)
+        assert self._connections is not None
         return partial(self._connections.record, connection)
 
     def _after_execute(

@@ -5,53 +5,75 @@ ORM bulk statements (``session.execute(update(Model).where(...))``, ``insert(Mod
 list of dicts), legacy ``Query.update()`` / ``Query.delete()``, ``bulk_insert_mappings``,
 ``bulk_update_mappings``, ``bulk_save_objects`` and Core statements fire no mapper event,
 but every one of them reaches the Core ``before_execute`` / ``after_execute`` events with the
-target ``Table``. Capture happens there, the one layer they all pass through, so each row
-change is recorded once whichever API issued it.
+target table. Capture happens there, the one layer they all pass through, so each row change
+is recorded once whichever API issued it.
 
 Old values are read before the statement and new values after it, on the statement's own
 connection, inside its transaction, so whatever the database computed (SQL expressions,
-``onupdate``, server defaults, triggers) is recorded as committed. Reads go in chunks of
-``CHUNK`` rows; a row is kept as a compact tuple between the two reads.
+``onupdate``, server defaults, triggers) is recorded as committed. The rows waiting between
+the two reads spill to disk past ``frame.SPILL_AT`` (see ``frame``); reads go in chunks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Table, select, tuple_
+from sqlalchemy import Column, Table
 from sqlalchemy.engine import Connection, CursorResult, Dialect
-from sqlalchemy.sql import operators
 from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
-from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import FromClause
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeEngine
 
-from .capture import UNREADABLE
-from .changes import Action, RowChange, RowKey, same, update
+from . import statement_reads as reads
+from .capture import UNREADABLE, read_guard, unpad
+from .changes import Action, RowChange, RowKey, same
 from .frame import SpillingList
 from .normalise import column_value_to_bson
 
 logger = logging.getLogger("audit_mongo")
 
-CHUNK = 500
 PkTuple = tuple[Any, ...]
+READ_OPTIONS = ("schema_translate_map",)  # the statement's options its reads must share
 
 
 @dataclass(frozen=True, slots=True)
 class StatementTarget:
-    """A tracked table as statements see it: its columns under the attribute keys recorded."""
+    """A tracked table as statements see it: what to read, and under which keys to record it.
+
+    For a joined-inheritance subclass's own table, ``selectable`` is the subclass's join with
+    its base tables, so a row's values (and its class's discriminator) come from every table
+    it spans; ``pk_columns`` are then the base table's key.
+    """
 
     table: Table
-    actions: frozenset[Action]  # the actions recorded on this table
+    selectable: FromClause
+    tables: frozenset[Any]  # the tables ``selectable`` spans
+    actions: frozenset[Action]  # the actions some class persisted to this table records
     table_name: str  # the name documents carry (an inheritance hierarchy's base table)
-    entity: str | None
-    keys: tuple[str, ...]  # recorded attribute keys, parallel to ``columns``
-    columns: tuple[Column[Any], ...]
+    keys: tuple[str, ...]  # recorded attribute keys, parallel to the first columns
+    columns: tuple[ColumnElement[Any], ...]  # recorded columns, then the discriminator if apart
     pk_columns: tuple[Column[Any], ...]
     pk_keys: tuple[str, ...]
+    own_pk_columns: tuple[Column[Any], ...]  # the table's own key, for RETURNING
+    padded: tuple[bool, ...]  # which key columns are CHAR (see ``capture.unpad``)
     decorated_types: Mapping[str, TypeEngine[Any]]
+    discriminator: int | None  # where the polymorphic discriminator is among the values
+    classes: Mapping[Any, tuple[str, frozenset[Action]]]  # discriminator -> (entity, actions)
+    entity: str | None  # without a discriminator value: the table's class, in a hierarchy
+    entity_actions: frozenset[Action]
+
+    def row_class(self, values: tuple[Any, ...]) -> tuple[str | None, frozenset[Action]]:
+        """The entity a row belongs to and the actions recorded for it."""
+        if self.discriminator is not None:
+            found = self.classes.get(values[self.discriminator])
+            if found is not None:
+                return found
+        return self.entity, self.entity_actions
 
 
 @dataclass(slots=True)
@@ -61,7 +83,9 @@ class PendingStatement:
     target: StatementTarget
     action: Action
     dialect: Dialect
-    old_rows: SpillingList = field(default_factory=SpillingList)  # (key, values), in order
+    options: dict[str, Any]
+    old_rows: SpillingList = field(default_factory=SpillingList)  # (key, values, new key)
+    conflict: tuple[list[Any], list[tuple[Any, ...]]] | None = None  # an upsert's target
     readable: bool = True
 
 
@@ -81,7 +105,7 @@ def needs_inserted_keys(statement: UpdateBase) -> bool:
 
     A statement with its own RETURNING keeps it untouched: its result is the caller's.
     """
-    if not isinstance(statement, Insert):
+    if not isinstance(statement, Insert) or _on_conflict(statement) is not None:
         return False
     try:
         return not statement.returning_column_descriptions
@@ -93,16 +117,21 @@ def before(
     target: StatementTarget,
     action: Action,
     statement: UpdateBase,
+    statement_from: Any,
     param_sets: Sequence[Mapping[str, Any]],
     connection: Connection,
+    execution_options: Mapping[str, Any],
 ) -> PendingStatement:
-    """Read the rows an UPDATE or DELETE is about to change, before it runs."""
-    pending = PendingStatement(target, action, connection.dialect)
-    if action == "create":
-        return pending
+    """Read the rows a statement is about to change, before it runs."""
+    options = {k: execution_options[k] for k in READ_OPTIONS if k in execution_options}
+    pending = PendingStatement(target, action, connection.dialect, options)
     try:
-        with connection.begin_nested():  # a failed read must not abort the app's transaction
-            _read_matching_rows(pending, statement, param_sets, connection)
+        # a failed read must not abort the application's transaction
+        with read_guard(connection, (target.table, "where") if action != "create" else None):
+            if action != "create":
+                _read_matching_rows(pending, statement, statement_from, param_sets, connection)
+            elif _on_conflict(statement) is not None:
+                _read_conflicting_rows(pending, statement, param_sets, connection)
     except Exception as exc:
         pending.readable = False
         logger.error(
@@ -126,157 +155,180 @@ def after(
             yield from _deletes(pending)
         elif pending.action == "update":
             yield from _updates(pending, connection)
+        elif pending.conflict is not None:
+            yield from _upserts(pending, connection)
         else:
             yield from _creates(pending, result, connection)
     finally:
         pending.old_rows.close()
 
 
+# -- before: the rows a statement will change ---------------------------------------------
+
+
 def _read_matching_rows(
+    pending: PendingStatement,
+    statement: UpdateBase,
+    statement_from: Any,
+    param_sets: Sequence[Mapping[str, Any]],
+    connection: Connection,
+) -> None:
+    """Keep ``(key, values, new key)`` of each row the statement matches, once per row."""
+    target = pending.target
+    where = reads.on_target_table(getattr(statement, "whereclause", None), statement_from, target)
+    new_key = _new_key_expressions(statement, statement_from, target)
+    query = reads.base_query(target, new_key)
+    # A join (UPDATE ... FROM) or several parameter sets can match a row more than once.
+    joins = where is not None and any(t not in target.tables for t in find_tables(where))
+    seen: set[PkTuple] | None = set() if len(param_sets) > 1 or joins else None
+    width, columns = len(target.pk_columns), len(target.columns)
+    # SET expressions for the key may use the parameters: then one read per parameter set.
+    batch = not new_key
+    key_columns = target.own_pk_columns
+    rows = reads.matching_rows(
+        query, where, param_sets, batch, key_columns, connection, pending.options
+    )
+    for row in rows:
+        key = tuple(row[:width])
+        if seen is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        values = tuple(row[width : width + columns])
+        moved = tuple(row[width + columns :]) if new_key else key
+        pending.old_rows.append((key, values, moved))
+
+
+def _new_key_expressions(
+    statement: UpdateBase, statement_from: Any, target: StatementTarget
+) -> list[Any]:
+    """For an UPDATE that sets primary key columns, what each key column becomes (the SET
+    expressions, evaluated by the same read that finds the rows); [] when the key stays."""
+    if not isinstance(statement, Update):
+        return []
+    assigned = _set_clause(statement)
+    own = target.own_pk_columns
+    if not any(c.name in assigned for c in own):
+        return []
+    if target.selectable is not target.table:
+        raise ValueError("an UPDATE of a joined subclass's primary key")
+    return [
+        reads.on_target_table(assigned.get(c.name, c), statement_from, target).label(f"k{i}")
+        for i, c in enumerate(own)
+    ]
+
+
+def _set_clause(statement: UpdateBase) -> dict[str, Any]:
+    """``{column name: value expression}`` of an UPDATE's SET (or an INSERT's VALUES) clause."""
+    # No public accessor exists: SET values live in _values (or _ordered_values).
+    values = getattr(statement, "_values", None) or dict(
+        getattr(statement, "_ordered_values", None) or ()
+    )
+    table = statement.table
+    assigned = {}
+    for key, value in values.items():
+        name = key if isinstance(key, str) else getattr(key, "name", None)
+        if isinstance(key, str) and key in table.c:
+            name = table.c[key].name
+        if name is not None:
+            assigned[name] = value if isinstance(value, ColumnElement) else _literal(value)
+    return assigned
+
+
+def _literal(value: Any) -> Any:
+    from sqlalchemy import literal
+
+    return literal(value)
+
+
+def _on_conflict(statement: Any) -> Any:
+    # INSERT ... ON CONFLICT (PostgreSQL, SQLite) keeps its clause in _post_values_clause.
+    return getattr(statement, "_post_values_clause", None)
+
+
+def _read_conflicting_rows(
     pending: PendingStatement,
     statement: UpdateBase,
     param_sets: Sequence[Mapping[str, Any]],
     connection: Connection,
 ) -> None:
-    """Keep ``(key, values)`` of each row the statement matches, once per row."""
-    target, where = pending.target, getattr(statement, "whereclause", None)
-    if len(param_sets) > 1:
-        by_key = _pk_bind_names(where, target)
-        if by_key is not None:  # ORM bulk UPDATE by primary key: one read per chunk
-            keys = [tuple(params[name] for name in by_key) for params in param_sets]
-            for row in rows_by_key(target, keys, connection):
-                pending.old_rows.append(row)
-            return
-    query = select(*target.pk_columns, *target.columns).select_from(target.table)
-    if where is not None:
-        query = query.where(where)
-    # A join (UPDATE ... FROM) or several parameter sets can match a row more than once.
-    seen: set[PkTuple] | None = (
-        set() if len(param_sets) > 1 or len(query.get_final_froms()) > 1 else None
-    )
-    query = query.execution_options(stream_results=True, yield_per=CHUNK)
-    width = len(target.pk_columns)
-    for params in param_sets:
-        for row in connection.execute(query, dict(params)):
-            key = tuple(row[:width])
-            if seen is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            pending.old_rows.append((key, tuple(row[width:])))
+    """For an upsert: the rows its conflict target already matches, by key."""
+    target = pending.target
+    clause = _on_conflict(statement)
+    elements = list(getattr(clause, "inferred_target_elements", None) or ())
+    names = [e if isinstance(e, str) else e.name for e in elements] or [
+        c.name for c in target.own_pk_columns
+    ]
+    table = target.table
+    columns = [table.c[n] for n in names if n in table.c]
+    stated = {
+        name: value.value
+        for name, value in _set_clause(statement).items()
+        if isinstance(value, BindParameter) and value.callable is None
+    }
+    inserted = [
+        {**stated, **{table.c[k].name: v for k, v in p.items() if k in table.c}} for p in param_sets
+    ]
+    if len(columns) != len(names) or not all(all(c.name in r for c in columns) for r in inserted):
+        raise ValueError("an upsert whose conflict values are not all in its parameters")
+    values = [tuple(row[c.name] for c in columns) for row in inserted]
+    pending.conflict = (columns, values)
+    for key, row_values in reads.rows_by_columns(
+        target, columns, values, connection, pending.options
+    ):
+        pending.old_rows.append((key, row_values, key))
 
 
-def _pk_bind_names(where: Any, target: StatementTarget) -> list[str] | None:
-    """The bind names of ``pk == :bind`` criteria covering the whole key, in key order."""
-    if where is None:
-        return None
-    clauses = where.clauses if isinstance(where, BooleanClauseList) else [where]
-    if isinstance(where, BooleanClauseList) and where.operator is not operators.and_:
-        return None
-    names: dict[str, str] = {}
-    for clause in clauses:
-        if not (
-            isinstance(clause, BinaryExpression)
-            and clause.operator is operators.eq
-            and isinstance(clause.right, BindParameter)
-            and getattr(clause.left, "table", None) == target.table
-        ):
-            return None
-        names[clause.left.name] = clause.right.key
-    wanted = [c.name for c in target.pk_columns]
-    if sorted(names) != sorted(wanted):
-        return None
-    return [names[name] for name in wanted]
-
-
-def rows_by_key(
-    target: StatementTarget, keys: Iterable[PkTuple], connection: Connection
-) -> Iterator[tuple[PkTuple, tuple[Any, ...]]]:
-    """``(key, values)`` of the rows with these primary keys, one SELECT per ``CHUNK``."""
-    pk = target.pk_columns
-    query = select(*pk, *target.columns).select_from(target.table)
-    width = len(pk)
-    for chunk in _chunks(list(dict.fromkeys(keys)), CHUNK):
-        where = pk[0].in_([k[0] for k in chunk]) if width == 1 else tuple_(*pk).in_(chunk)
-        for row in connection.execute(query.where(where)):
-            yield tuple(row[:width]), tuple(row[width:])
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+# -- after: what changed --------------------------------------------------------------------
 
 
 def _deletes(pending: PendingStatement) -> Iterator[tuple[RowKey, RowChange]]:
-    target = pending.target
     for rows in pending.old_rows.chunks():
-        for key, values in rows:
-            old = _bson_values(target, values, pending.dialect)
-            yield _row_key(target, key), _change(pending, key, "delete", old, {})
+        for key, values, _ in rows:
+            change = _change(pending, key, "delete", values, None)
+            if change is not None:
+                yield change
 
 
 def _updates(
     pending: PendingStatement, connection: Connection
 ) -> Iterator[tuple[RowKey, RowChange]]:
-    """Read the updated rows back ``CHUNK`` at a time and yield what changed in each."""
+    """Read the updated rows back ``CHUNK`` at a time (by their new key if the statement
+    changed it) and yield what changed in each."""
     target, missing = pending.target, 0
-    chunks = (chunk for rows in pending.old_rows.chunks() for chunk in _chunks(rows, CHUNK))
+    chunks = (chunk for rows in pending.old_rows.chunks() for chunk in reads.chunks(rows))
     for chunk in chunks:
-        new_rows = _read_back(target, [key for key, _ in chunk], connection)
-        for key, values in chunk:
-            new_values = new_rows.get(key) if new_rows is not None else None
+        new_rows = _read_back(pending, [moved for _, _, moved in chunk], connection)
+        for key, values, moved in chunk:
+            moved_key = unpad(moved, target.padded)
+            new_values = new_rows.get(moved_key) if new_rows is not None else None
             if new_values is None:
-                missing += new_rows is not None  # its primary key changed
-                change = _unreadable_update(pending, key, values)
-            else:
-                change = _update(pending, key, values, new_values)
+                missing += new_rows is not None
+                new_values = (UNREADABLE,) * len(values)
+            change = _change(pending, key, "update", values, new_values, moved)
             if change is not None:
-                yield _row_key(target, key), change
+                yield change
     if missing:
         logger.warning(
-            "audit_mongo: %d rows an update on %s changed were not found again by their old "
-            "primary key (an UPDATE of the key itself); their new values are recorded as %s",
+            "audit_mongo: %d rows an update on %s changed could not be found again; their new "
+            "values are recorded as %s",
             missing,
             target.table_name,
             UNREADABLE,
         )
 
 
-def _update(
-    pending: PendingStatement, key: PkTuple, old: tuple[Any, ...], new: tuple[Any, ...]
-) -> RowChange | None:
-    """The changed columns only, compared as SQLAlchemy does before normalising any value."""
-    target, dialect = pending.target, pending.dialect
-    changed = [i for i, (o, n) in enumerate(zip(old, new, strict=True)) if not same(o, n)]
-    if not changed:
-        return None
-    keys = [target.keys[i] for i in changed]
-    old_values = {k: _bson(target, k, old[i], dialect) for k, i in zip(keys, changed, strict=True)}
-    new_values = {k: _bson(target, k, new[i], dialect) for k, i in zip(keys, changed, strict=True)}
-    return _change(pending, key, "update", old_values, new_values)
-
-
-def _unreadable_update(
-    pending: PendingStatement, key: PkTuple, old: tuple[Any, ...]
-) -> RowChange | None:
-    old_values = _bson_values(pending.target, old, pending.dialect)
-    new_values = dict.fromkeys(pending.target.keys, UNREADABLE)
-    change = update(pending.target.table_name, None, old_values, new_values)
-    if change is not None:
-        change.object_id = _object_id(pending.target, key, pending.dialect)
-        change.entity = pending.target.entity
-    return change
-
-
 def _read_back(
-    target: StatementTarget, keys: list[PkTuple], connection: Connection
+    pending: PendingStatement, keys: list[PkTuple], connection: Connection
 ) -> dict[PkTuple, tuple[Any, ...]] | None:
+    target = pending.target
     try:
-        with connection.begin_nested():
-            return dict(rows_by_key(target, keys, connection))
+        with read_guard(connection, (target.table, "key")):
+            rows = reads.rows_by_key(target, keys, connection, pending.options)
+            return {unpad(key, target.padded): values for key, values in rows}
     except Exception as exc:
         logger.error(
-            "audit_mongo: could not read back %d rows an update on %s changed (%s); their new "
+            "audit_mongo: could not read back %d rows a statement on %s changed (%s); their new "
             "values are recorded as %s",
             len(keys),
             target.table_name,
@@ -290,64 +342,109 @@ def _creates(
     pending: PendingStatement, result: CursorResult[Any], connection: Connection
 ) -> Iterator[tuple[RowKey, RowChange]]:
     target = pending.target
-    try:
-        keys = [tuple(k or ()) for k in result.inserted_primary_key_rows]
-    except Exception as exc:
-        keys = []
-        logger.error(
-            "audit_mongo: the database did not say which rows an insert into %s created (%s); "
-            "they are not recorded",
+    keys = _inserted_keys(result)
+    identified = [k for k in keys if k and None not in k]
+    inserted = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
+    missing = max(inserted, len(keys)) - len(identified)
+    if missing > 0:
+        logger.warning(
+            "audit_mongo: at least %d rows inserted into %s could not be identified (an INSERT "
+            "... SELECT, a multi-VALUES INSERT, or RETURNING without the key); they are not "
+            "recorded",
+            missing,
             target.table_name,
-            type(exc).__name__,
         )
-    keys = [k for k in keys if k and None not in k]
+    new_rows = _read_back(pending, identified, connection) or {}
+    for key in dict.fromkeys(identified):
+        values = new_rows.get(unpad(key, target.padded))
+        if values is not None:
+            change = _change(pending, key, "create", None, values)
+            if change is not None:
+                yield change
+
+
+def _inserted_keys(result: CursorResult[Any]) -> list[PkTuple]:
     try:
-        with connection.begin_nested():
-            rows = list(rows_by_key(target, keys, connection))
-    except Exception as exc:
-        logger.error(
-            "audit_mongo: could not read back %d rows inserted into %s (%s); they are not recorded",
-            len(keys),
-            target.table_name,
-            type(exc).__name__,
-        )
-        return
-    for key, values in rows:
-        new = _bson_values(target, values, pending.dialect)
-        new = {k: v for k, v in new.items() if v is not None}
-        yield _row_key(target, key), _change(pending, key, "create", {}, new)
+        return [tuple(k or ()) for k in result.inserted_primary_key_rows]
+    except Exception:  # not available for this statement's form or this database
+        return []
+
+
+def _upserts(
+    pending: PendingStatement, connection: Connection
+) -> Iterator[tuple[RowKey, RowChange]]:
+    """An upsert's rows: created where no row held the conflict values, updated where one did."""
+    assert pending.conflict is not None
+    columns, values = pending.conflict
+    before_rows = {key: row for rows in pending.old_rows.chunks() for key, row, _ in rows}
+    found = reads.rows_by_columns(pending.target, columns, values, connection, pending.options)
+    for key, row_values in found:
+        old = before_rows.get(key)
+        change = _change(pending, key, "update" if old is not None else "create", old, row_values)
+        if change is not None:
+            yield change
+
+
+# -- building the changes ---------------------------------------------------------------------
 
 
 def _change(
     pending: PendingStatement,
     key: PkTuple,
     action: Action,
-    old: dict[str, Any],
-    new: dict[str, Any],
-) -> RowChange:
+    old: tuple[Any, ...] | None,
+    new: tuple[Any, ...] | None,
+    moved: PkTuple | None = None,
+) -> tuple[RowKey, RowChange] | None:
+    """One row's change, or None when nothing changed or its class is not tracked for it."""
     target = pending.target
-    object_id = _object_id(target, key, pending.dialect)
-    return RowChange(target.table_name, object_id, action, old, new, entity=target.entity)
-
-
-def _row_key(target: StatementTarget, key: PkTuple) -> RowKey:
-    return target.table_name, key
+    row = new if action == "create" else old
+    assert row is not None
+    entity, actions = target.row_class(row)
+    if action not in actions:
+        return None
+    width = len(target.keys)
+    if action == "update":
+        assert old is not None and new is not None
+        changed = [i for i in range(width) if not same(old[i], new[i])]
+        if not changed:
+            return None
+        old_values = _bson_values(pending, old, changed)
+        new_values = _bson_values(pending, new, changed)
+    elif action == "create":
+        assert new is not None
+        changed = [i for i in range(width) if new[i] is not None]
+        old_values, new_values = {}, _bson_values(pending, new, changed)
+    else:
+        assert old is not None
+        old_values, new_values = _bson_values(pending, old, range(width)), {}
+    change = RowChange(target.table_name, None, action, old_values, new_values, entity=entity)
+    key = unpad(key, target.padded)
+    change.object_id = _object_id(pending, key)
+    row_key: RowKey = (target.table_name, key)
+    if moved is not None and unpad(moved, target.padded) != key:
+        moved = unpad(moved, target.padded)
+        change.previous_object_id, change.previous_key = change.object_id, row_key
+        change.object_id, row_key = _object_id(pending, moved), (target.table_name, moved)
+    return row_key, change
 
 
 def _bson_values(
-    target: StatementTarget, values: tuple[Any, ...], dialect: Dialect
+    pending: PendingStatement, values: tuple[Any, ...], indexes: Any
 ) -> dict[str, Any]:
-    return {
-        key: _bson(target, key, value, dialect)
-        for key, value in zip(target.keys, values, strict=True)
-    }
+    keys = pending.target.keys
+    return {keys[i]: _bson(pending, keys[i], values[i]) for i in indexes}
 
 
-def _bson(target: StatementTarget, key: str, value: Any, dialect: Dialect) -> Any:
-    column_type = target.decorated_types.get(key)
-    return column_value_to_bson(value, column_type, dialect, f"{target.table_name}.{key}")
+def _bson(pending: PendingStatement, key: str, value: Any) -> Any:
+    if value is UNREADABLE:
+        return UNREADABLE
+    column_type = pending.target.decorated_types.get(key)
+    where = f"{pending.target.table_name}.{key}"
+    return column_value_to_bson(value, column_type, pending.dialect, where)
 
 
-def _object_id(target: StatementTarget, key: PkTuple, dialect: Dialect) -> Any:
-    values = [_bson(target, k, v, dialect) for k, v in zip(target.pk_keys, key, strict=True)]
+def _object_id(pending: PendingStatement, key: PkTuple) -> Any:
+    keys = pending.target.pk_keys
+    values = [_bson(pending, k, v) for k, v in zip(keys, key, strict=True)]
     return values[0] if len(values) == 1 else values

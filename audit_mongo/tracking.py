@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import Column, Table, event
 from sqlalchemy.orm import Mapper, class_mapper
 from sqlalchemy.orm.exc import UnmappedClassError, UnmappedColumnError
+from sqlalchemy.sql.expression import Alias, TableClause
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 
-from .capture import TableInfo, identity_table
+from .capture import TableInfo, padded_flags
 from .changes import Action
 from .statements import StatementTarget
 
@@ -35,7 +37,9 @@ class Tracking:
         self._receivers = receivers  # action -> (mapper event, the log's public receiver)
         self._models: dict[type, frozenset[str]] = {}
         self._infos: dict[Mapper[Any], TableInfo] = {}
-        self._targets: dict[Table, StatementTarget | None] = {}
+        self._table_mappers: dict[Any, tuple[list[Mapper[Any]], list[Mapper[Any]]]] = {}
+        self._tables_by_name: dict[tuple[str | None, str], Table | None] = {}
+        self._targets: dict[Any, tuple[tuple[frozenset[Action], ...], StatementTarget | None]] = {}
         self._registries: set[Any] = set()
 
     def add(self, model: type, exclude: Collection[str]) -> None:
@@ -51,6 +55,8 @@ class Tracking:
     def forget(self) -> None:
         """Drop what was derived from the mappings (new mappers, new exclusions)."""
         self._infos.clear()
+        self._table_mappers.clear()
+        self._tables_by_name.clear()
         self._targets.clear()
 
     def info(self, mapper: Mapper[Any]) -> TableInfo:
@@ -80,16 +86,43 @@ class Tracking:
             ancestor = ancestor.inherits
         return frozenset(wired)
 
+    def statement_table(self, from_: Any) -> tuple[Table | None, Any]:
+        """The tracked-or-not ``Table`` a statement writes, and the statement's own FROM when
+        its criteria name something else (an alias, a ``table()`` construct), else None."""
+        if isinstance(from_, Table):
+            return from_, None
+        if isinstance(from_, Alias) and isinstance(from_.element, Table):
+            return from_.element, from_
+        if isinstance(from_, TableClause):
+            name = (from_.schema, from_.name)
+            if name not in self._tables_by_name:
+                tables = [m.local_table for m in self._mappers()]
+                found = [t for t in tables if isinstance(t, Table) and (t.schema, t.name) == name]
+                self._tables_by_name[name] = found[0] if len(set(found)) == 1 else None
+            table = self._tables_by_name[name]
+            return (table, from_) if table is not None else (None, None)
+        return None, None
+
     def target(self, table: Table) -> StatementTarget | None:
-        """What statements on ``table`` record, or None when no tracked class persists to it."""
-        if table in self._targets:
-            return self._targets[table]
-        # == and not "is": an ORM statement names an annotated copy of the table, equal to it.
-        owners = {m: self.tracked_actions(m) for m in self._mappers() if m.local_table == table}
-        actions = frozenset().union(*owners.values())
-        tracked = [m for m, wired in owners.items() if wired]
-        target = _statement_target(table, tracked, actions, self) if tracked else None
-        self._targets[table] = target
+        """What statements on ``table`` record, or None when no tracked class persists to it.
+
+        The classes mapped to a table are found once; whether they are tracked is asked at
+        every statement (cheaply), since wiring with ``event.listen`` can come at any time.
+        """
+        mappers = self._table_mappers.get(table)
+        if mappers is None:
+            # == and not "is": an ORM statement names an annotated copy of the table.
+            owners = [m for m in self._mappers() if m.local_table == table]
+            descendants = {d for m in owners for d in m.self_and_descendants}
+            mappers = self._table_mappers[table] = (owners, sorted(descendants, key=_depth))
+        owners, related = mappers
+        wiring = tuple(self.tracked_actions(m) for m in related)
+        cached = self._targets.get(table)
+        if cached is not None and cached[0] == wiring:
+            return cached[1]
+        actions = dict(zip(related, wiring, strict=True))
+        target = _statement_target(owners, actions, self) if any(wiring) else None
+        self._targets[table] = (wiring, target)
         return target
 
     def _mappers(self) -> Iterator[Mapper[Any]]:
@@ -107,42 +140,76 @@ def _all_registries() -> set[Any]:
     return set(every_registry())
 
 
+def _depth(mapper: Mapper[Any]) -> int:
+    return len(list(mapper.iterate_to_root()))
+
+
 def _statement_target(
-    table: Any, owners: list[Mapper[Any]], actions: frozenset[Action], tracking: Tracking
+    owners: list[Mapper[Any]], actions: dict[Mapper[Any], frozenset[Action]], tracking: Tracking
 ) -> StatementTarget:
-    owners.sort(key=lambda m: len(list(m.iterate_to_root())))
+    owners = sorted(owners, key=_depth)
     base = owners[0]
-    table = base.local_table  # the plain Table, not a statement's annotated copy
+    table: Any = base.local_table  # the plain Table, not a statement's annotated copy
+    joined = (
+        base.inherits is not None and not base.concrete and base.persist_selectable is not table
+    )
     excluded = frozenset().union(*(tracking.excluded(m) for m in owners))
+    pairs: list[tuple[str, Any]]
+    pk_columns: tuple[Any, ...]
+    if joined:  # a subclass's own table: read its rows through the join with its bases
+        selectable = base.persist_selectable
+        pairs = [(p.key, p.columns[0]) for p in base.column_attrs]
+        pk_columns = tuple(base.primary_key)
+    else:
+        selectable = table
+        pairs = [(_attribute_key(owners, c), c) for c in table.columns]
+        pk_columns = tuple(table.primary_key.columns)
     keys: list[str] = []
-    columns: list[Column[Any]] = []
-    for column in table.columns:
-        key = _attribute_key(owners, column)
+    columns: list[Any] = []
+    for key, column in pairs:
         if key not in excluded and key not in keys:
             keys.append(key)
             columns.append(column)
-    pk_columns = tuple(table.primary_key.columns)
-    pk_keys = tuple(_attribute_key(owners, c) for c in pk_columns)
-    decorated = {
-        _attribute_key(owners, c): c.type
-        for c in table.columns
-        if isinstance(c.type, TypeDecorator)
-    }
+    discriminator = _discriminator(base, selectable, columns)
+    if discriminator is not None and discriminator == len(columns):
+        columns.append(base.polymorphic_on)
     info = tracking.info(base)
     return StatementTarget(
         table=table,
-        actions=actions,
-        table_name=identity_table(base),
-        entity=info.entity,
+        selectable=selectable,
+        tables=frozenset(find_tables(selectable)),
+        actions=frozenset().union(*actions.values()),
+        table_name=info.table_name,
         keys=tuple(keys),
         columns=tuple(columns),
         pk_columns=pk_columns,
-        pk_keys=pk_keys,
-        decorated_types=decorated,
+        pk_keys=tuple(_attribute_key([base], c) for c in pk_columns),
+        own_pk_columns=tuple(table.primary_key.columns),
+        padded=padded_flags(pk_columns),
+        decorated_types={k: c.type for k, c in pairs if isinstance(c.type, TypeDecorator)},
+        discriminator=discriminator,
+        classes={
+            value: (mapper.class_.__name__, actions.get(mapper, frozenset()))
+            for value, mapper in base.polymorphic_map.items()
+            if mapper.isa(base)
+        },
+        entity=info.entity,
+        entity_actions=actions.get(base, frozenset()),
     )
 
 
-def _attribute_key(owners: list[Mapper[Any]], column: Column[Any]) -> str:
+def _discriminator(base: Mapper[Any], selectable: Any, columns: list[Any]) -> int | None:
+    """Where the polymorphic discriminator will be among the values read, if readable."""
+    column = base.polymorphic_on
+    if not isinstance(column, Column) or selectable.corresponding_column(column) is None:
+        return None
+    for index, candidate in enumerate(columns):
+        if candidate is column:
+            return index
+    return len(columns)  # read after the recorded columns
+
+
+def _attribute_key(owners: list[Mapper[Any]], column: Any) -> str:
     """The attribute a column is mapped to (its key in documents), else the column's key."""
     for mapper in owners:
         try:

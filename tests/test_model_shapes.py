@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
@@ -221,3 +221,45 @@ def test_a_post_update_reference_is_recorded(
     assert only(collection, action="update")["changes"] == {
         "favorite_id": {"added": [second.id], "deleted": [first.id]}
     }
+
+
+def test_bulk_statements_on_a_joined_subclass_record_both_tables(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.execute(insert(Manager), [{"name": "Ann", "budget": 1}])
+    boss_id = session.scalars(select(Manager.id)).one()
+    session.commit()
+    session.execute(update(Manager), [{"id": boss_id, "name": "Anne", "budget": 9}])
+    session.commit()
+
+    created, updated = stored(collection)
+    assert (created["action"], created["entity"], created["object_id"]) == (
+        "create",
+        "Manager",
+        boss_id,
+    )
+    assert set(created["changes"]) == {"id", "kind", "name", "budget"}
+    assert updated["changes"] == {
+        "name": {"added": ["Anne"], "deleted": ["Ann"]},
+        "budget": {"added": [9], "deleted": [1]},
+    }
+
+
+def test_statements_record_only_rows_of_tracked_classes_under_their_own_class(
+    engine: Engine, collection: Any
+) -> None:
+    audit = AuditLog(collection)
+    audit.track(Engineer)
+    try:
+        with Session(engine) as session:
+            session.add_all([Employee(name="plain"), Manager(name="boss"), Engineer(name="eng")])
+            session.commit()
+            session.execute(update(Employee).values(skill="sql"))
+            session.commit()
+    finally:
+        audit.close()
+
+    assert [(d["action"], d["entity"]) for d in stored(collection)] == [
+        ("create", "Engineer"),
+        ("update", "Engineer"),
+    ]

@@ -4,15 +4,29 @@ would have written, once, under the same transaction rules."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    column,
+    delete,
+    event,
+    insert,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased
 
 from audit_mongo import AuditLog
 from tests.conftest import only, stored
-from tests.models import Account, Client, Membership, Untracked
+from tests.models import Account, Client, Country, Membership, Untracked
 
 SYNC_MODES = ["auto", "evaluate", "fetch", False]
 
@@ -302,3 +316,180 @@ def listen_for_selects(session: Session, selects: list[int]) -> None:
     def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             selects.append(1)
+
+
+def test_update_returning_records_the_changed_values(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    (a, *_) = three_clients(session)
+    table = Client.__table__
+    rows = session.execute(
+        update(table).where(table.c.id == a).values(phone="9").returning(table.c.id)
+    ).all()
+    session.commit()
+
+    assert [r.id for r in rows] == [a]
+    assert only(collection, action="update")["changes"] == {
+        "phone": {"added": ["9"], "deleted": ["1"]}
+    }
+
+
+def test_a_statement_that_moves_primary_keys_follows_each_row(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    a, b, c = three_clients(session)
+    session.execute(delete(Client).where(Client.id == a))
+    session.commit()
+    collection.delete_many({})
+    session.execute(
+        update(Client).where(Client.id.in_([b, c])).values(id=Client.id - 1),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+
+    moved = [(d["previous_object_id"], d["object_id"], d["changes"]) for d in stored(collection)]
+    assert sorted(moved, key=lambda m: m[0]) == [
+        (b, b - 1, {"id": {"added": [b - 1], "deleted": [b]}}),
+        (c, c - 1, {"id": {"added": [c - 1], "deleted": [c]}}),
+    ]
+
+
+def test_upserts_record_a_create_an_update_or_nothing(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    dialect_insert = {
+        "sqlite": sqlite_insert,
+        "postgresql": postgresql_insert,
+    }[session.get_bind().dialect.name]
+    session.add(Country(code="abc", name="old"))
+    session.commit()
+    collection.delete_many({})
+
+    session.execute(dialect_insert(Country).values(code="abc", name="x").on_conflict_do_nothing())
+    keep = dialect_insert(Country).values(code="abc", name="new")
+    session.execute(keep.on_conflict_do_update(index_elements=["code"], set_={"name": "new"}))
+    fresh = dialect_insert(Country).values(code="xyz", name="fresh")
+    session.execute(fresh.on_conflict_do_update(index_elements=["code"], set_={"name": "x"}))
+    session.commit()
+
+    assert [(d["action"], d["object_id"]) for d in stored(collection)] == [
+        ("update", "abc"),
+        ("create", "xyz"),
+    ]
+    assert only(collection, action="update")["changes"] == {
+        "name": {"added": ["new"], "deleted": ["old"]}
+    }
+
+
+def test_inserts_whose_rows_cannot_be_identified_are_reported(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table = Client.__table__
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        session.execute(insert(table).values([{"name": "m1"}, {"name": "m2"}]))
+        session.commit()
+
+    assert stored(collection) == []
+    assert "rows inserted into clients could not be identified" in caplog.text
+
+
+def test_a_char_key_is_one_row_whether_read_back_or_created(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add(Country(code="ab", name="x"))
+    session.flush()
+    session.execute(
+        update(Country).where(Country.code == "ab").values(name="y"),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+
+    document = only(collection)
+    assert (document["action"], document["object_id"]) == ("create", "ab")
+    assert document["changes"]["name"] == {"added": ["y"], "deleted": []}
+
+
+def test_statements_through_an_alias_or_a_table_construct(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    a, b, _ = three_clients(session)
+    alias = aliased(Client)
+    session.execute(update(alias).where(alias.id == a).values(phone="via alias"))
+    lightweight = table("clients", column("id"), column("phone"))
+    session.execute(update(lightweight).where(lightweight.c.id == b).values(phone="via table"))
+    session.commit()
+
+    assert [(d["object_id"], d["changes"]["phone"]["added"]) for d in stored(collection)[3:]] == [
+        (a, ["via alias"]),
+        (b, ["via table"]),
+    ]
+
+
+def test_autocommit_connections_record_each_statement(engine: Engine, collection: Any) -> None:
+    audit = AuditLog(collection, core_statements=True)
+    audit.track(Client)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with Session(autocommit) as session:
+            session.execute(insert(Client), [{"name": "s"}])
+            session.commit()
+        with autocommit.connect() as conn:
+            conn.execute(update(Client.__table__).values(phone="core"))
+    finally:
+        audit.close()
+
+    assert [d["action"] for d in stored(collection)] == ["create", "update"]
+
+
+def test_wiring_added_after_a_first_statement_is_honoured(engine: Engine, collection: Any) -> None:
+    audit = AuditLog(collection)
+    with Session(engine) as session:
+        session.execute(insert(Client), [{"name": "before wiring"}])
+        session.commit()
+        event.listen(Client, "before_update", audit.receive_before_update)
+        try:
+            session.execute(update(Client).values(phone="after"))
+            session.commit()
+        finally:
+            event.remove(Client, "before_update", audit.receive_before_update)
+            audit.close()
+
+    assert [d["action"] for d in stored(collection)] == ["update"]
+
+
+def test_an_executemany_with_equality_criteria_is_read_in_batches(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.execute(insert(Client), [{"name": f"n{i}", "phone": "0"} for i in range(40)])
+    session.commit()
+    collection.delete_many({})
+    selects: list[int] = []
+    listen_for_selects(session, selects)
+    table = Client.__table__
+    by_name = update(table).where(table.c.name == bindparam("n")).values(phone=bindparam("p"))
+
+    session.execute(by_name, [{"n": f"n{i}", "p": "1"} for i in range(40)])
+    session.commit()
+
+    assert collection.count_documents({"action": "update"}) == 40
+    assert len(selects) == 2  # one read of the 40 rows before, one after
+
+
+def test_an_update_joined_to_another_table_records_each_row_once(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    a, _, _ = three_clients(session)
+    session.add_all([Membership(group="g1", member_id=a), Membership(group="g2", member_id=a)])
+    session.commit()
+    collection.delete_many({})
+
+    session.execute(
+        update(Client).where(Client.id == Membership.member_id).values(phone="member"),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+
+    assert [(d["action"], d["object_id"]) for d in stored(collection)] == [("update", a)]
