@@ -13,7 +13,7 @@ import datetime as dt
 import os
 
 from bson import json_util
-from sqlalchemy import String, create_engine
+from sqlalchemy import String, create_engine, insert, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from audit_mongo import AuditLog
@@ -54,6 +54,12 @@ def main() -> None:
 
         session.delete(client)
         session.commit()  # delete: every column as it was
+
+        # Bulk statements bypass mapper events; they are recorded all the same, one
+        # document per row, with the value the database computed.
+        session.execute(insert(Client), [{"name": "Company C"}, {"name": "Company D"}])
+        session.execute(update(Client).values(name=Client.name + " Ltd"))
+        session.commit()  # two creates, with their final names
 
     mine = {"created_at": {"$gte": started}}  # a real server may hold earlier runs' documents
     documents = list(audit.collection.find(mine).sort([("created_at", 1), ("_id", 1)]))

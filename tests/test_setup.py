@@ -81,7 +81,7 @@ def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> No
     )
 
     where = collection.full_name if REAL_MONGO_URI else "audit.user_logs"
-    assert result.stdout.rstrip().endswith(f"3 audit documents in {where}")
+    assert result.stdout.rstrip().endswith(f"5 audit documents in {where}")
     decoder = json.JSONDecoder()
     text, documents = result.stdout, []
     position = text.index("{")
@@ -89,6 +89,10 @@ def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> No
         document, end = decoder.raw_decode(text, position)
         documents.append(document)
         position = end + 1
-    assert [d["action"] for d in documents] == ["create", "update", "delete"]
+    assert [d["action"] for d in documents] == ["create", "update", "delete", "create", "create"]
     assert {d["current_user_id"] for d in documents} == {42}
     assert documents[1]["changes"]["name"] == {"added": ["Company A"], "deleted": ["Company B"]}
+    assert [d["changes"]["name"]["added"] for d in documents[3:]] == [
+        ["Company C Ltd"],
+        ["Company D Ltd"],
+    ]

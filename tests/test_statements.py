@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from audit_mongo import AuditLog
 from tests.conftest import only, stored
-from tests.models import Account, Client, Country, Membership, Untracked
+from tests.models import Account, Client, Country, Device, Membership, Untracked
 
 SYNC_MODES = ["auto", "evaluate", "fetch", False]
 
@@ -493,3 +493,18 @@ def test_an_update_joined_to_another_table_records_each_row_once(
     session.commit()
 
     assert [(d["action"], d["object_id"]) for d in stored(collection)] == [("update", a)]
+
+
+def test_statements_on_a_uuid_key_record_its_string(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    device = Device(label="old")
+    session.add(device)
+    session.commit()
+    collection.delete_many({})
+    session.execute(update(Device).values(label="new"))
+    session.commit()
+
+    document = only(collection)
+    assert document["object_id"] == str(device.id)
+    assert document["changes"] == {"label": {"added": ["new"], "deleted": ["old"]}}
