@@ -12,8 +12,7 @@ the common case, cost no query.
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +59,7 @@ class TableInfo:
             if isinstance(p.columns[0].type, TypeDecorator)
         }
         in_hierarchy = mapper.inherits is not None or mapper.polymorphic_on is not None
-        entity = mapper.class_.__name__ if in_hierarchy else None
+        entity = mapper.class_.__name__ if in_hierarchy and not mapper.concrete else None
         tables = frozenset(mapper.tables)
         on_insert = frozenset(
             p.key
@@ -310,30 +309,20 @@ class OldValueReader:
 ABORTING_DIALECTS = frozenset(("postgresql", "cockroachdb"))
 
 
-_proven: weakref.WeakKeyDictionary[Connection, set[Hashable]] = weakref.WeakKeyDictionary()
-
-
 @contextmanager
-def read_guard(connection: Connection, proof: Hashable = None) -> Iterator[None]:
+def read_guard(connection: Connection) -> Iterator[None]:
     """Where a failed read would abort the application's transaction (PostgreSQL), run it in
     a savepoint; elsewhere (and outside a transaction block: AUTOCOMMIT) a failed read harms
     nothing, and a savepoint would fail while a caller's RETURNING cursor is open (SQLite).
 
-    ``proof`` names the kind of read (a table's columns): once one succeeded on a connection,
-    the same kind of read there runs without the savepoint's two round trips, since what
-    makes such a read fail (column privileges) does not change within a connection.
+    Every read gets its savepoint: what makes a read fail (column privileges) can change
+    within a connection (``SET ROLE``).
     """
     if connection.dialect.name not in ABORTING_DIALECTS or in_autocommit(connection):
         yield
         return
-    proven = _proven.setdefault(connection, set())
-    if proof is not None and proof in proven:
-        yield
-        return
     with connection.begin_nested():
         yield
-    if proof is not None:
-        proven.add(proof)
 
 
 def in_autocommit(connection: Connection) -> bool:

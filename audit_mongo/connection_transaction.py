@@ -55,16 +55,16 @@ class ConnectionTransactions:
             if event.contains(target, name, listener):
                 event.remove(target, name, listener)
 
-    def record(self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]]) -> None:
+    def record(
+        self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]], may_move: bool
+    ) -> None:
         if in_autocommit(connection):  # the statement committed as it ran
             committed = Frame()
-            for key, change in changes:
-                committed.record(key, change)
+            committed.record_all(changes, may_move)
             self._deliver_frame(committed, self._capture_context())
             return
         frames = self._frames.setdefault(connection, [Frame()])
-        for key, change in changes:
-            frames[-1].record(key, change)
+        frames[-1].record_all(changes, may_move)
 
     def _savepoint(self, connection: Connection, name: str) -> None:
         self._frames.setdefault(connection, [Frame()]).append(Frame())

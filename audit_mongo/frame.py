@@ -9,10 +9,13 @@ frame moves to a private temporary SQLite file (deleted when closed) and memory 
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import IO, Any
 
 from .changes import RowChange, RowKey, merge
@@ -24,11 +27,13 @@ READ_CHUNK = 1_000
 class Frame:
     """Net changes per row, in first-change order; spills to disk past ``SPILL_AT`` rows."""
 
-    __slots__ = ("_disk", "_rows")
+    __slots__ = ("_disk", "_evicted", "_rows", "has_moves")
 
     def __init__(self) -> None:
         self._rows: dict[RowKey, RowChange] = {}
         self._disk: _DiskRows | None = None
+        self._evicted = 0
+        self.has_moves = False  # whether a change updated a primary key
 
     def __len__(self) -> int:
         return len(self._disk) if self._disk is not None else len(self._rows)
@@ -39,21 +44,62 @@ class Frame:
     def record(self, key: RowKey, change: RowChange) -> None:
         """Add ``change``, netted with an earlier change to the same row (found under its
         old key when the change updated the primary key)."""
-        earlier = self._pop(change.previous_key) if change.previous_key is not None else None
-        stored = None
-        if earlier is None:
-            earlier = stored = self._get(key)
-        merged = change if earlier is None else merge(earlier, change)
+        if change.previous_key is not None:
+            self._arrive(key, change, self._pop(change.previous_key))
+            return
+        stored = self._get(key)
+        merged = change if stored is None else merge(stored, change)
         if merged is None:
             if stored is not None:
                 self._pop(key)
         else:
             self._set(key, merged, is_new=stored is None)
 
+    def record_all(self, changes: Iterable[tuple[RowKey, RowChange]], may_move: bool) -> None:
+        """Record the changes of one flush, statement or released savepoint.
+
+        When rows of the batch changed their primary key (``may_move``), keys can be swapped
+        or shifted within it: every moving row first leaves its old key, then the rows that
+        kept theirs are recorded, then the moving rows take their new keys.
+        """
+        if not may_move:
+            for key, change in changes:
+                self.record(key, change)
+            return
+        batch, left = SpillingList(), Frame()
+        try:
+            for item in changes:
+                batch.append(item)
+                key, change = item
+                if change.previous_key is not None:
+                    earlier = self._pop(change.previous_key)
+                    if earlier is not None:
+                        left._set(change.previous_key, earlier, is_new=True)
+            for key, change in _each(batch):
+                if change.previous_key is None:
+                    self.record(key, change)
+            for key, change in _each(batch):
+                if change.previous_key is not None:
+                    self._arrive(key, change, left._pop(change.previous_key))
+        finally:
+            batch.close()
+            left.close()
+
+    def _arrive(self, key: RowKey, change: RowChange, earlier: RowChange | None) -> None:
+        """A row whose key changed takes ``key``; whatever held it was another row (one
+        deleted, or moved away) and is kept under a key of its own."""
+        self.has_moves = True
+        occupant = self._pop(key)
+        if occupant is not None:
+            self._evicted += 1
+            self._set((key[0], (Evicted(self._evicted),)), occupant, is_new=True)
+        merged = change if earlier is None else merge(earlier, change)
+        if merged is not None:
+            self._set(key, merged, is_new=True)
+
     def absorb(self, other: Frame) -> None:
         """Take over ``other``'s changes (a released savepoint's), netting each, then close it."""
-        for key, change in other.items():
-            self.record(key, change)
+        self.record_all(other.items(), other.has_moves)
         other.close()
 
     def items(self) -> Iterator[tuple[RowKey, RowChange]]:
@@ -90,6 +136,18 @@ class Frame:
             self._rows = {}
 
 
+@dataclass(frozen=True)
+class Evicted:
+    """The key of a row whose key another row took in the same transaction."""
+
+    number: int
+
+
+def _each(items: SpillingList) -> Iterator[Any]:
+    for chunk in items.chunks():
+        yield from chunk
+
+
 class _DiskRows:
     """A keyed, ordered store of pickled changes in a private temporary SQLite database."""
 
@@ -110,19 +168,19 @@ class _DiskRows:
         return self._count
 
     def get(self, key: RowKey) -> RowChange | None:
-        found = self._db.execute("SELECT change FROM rows WHERE key = ?", (_dump(key),)).fetchone()
+        found = self._db.execute("SELECT change FROM rows WHERE key = ?", (_key(key),)).fetchone()
         return _load(found[0]) if found else None
 
     def pop(self, key: RowKey) -> RowChange | None:
         change = self.get(key)
         if change is not None:
-            self._db.execute("DELETE FROM rows WHERE key = ?", (_dump(key),))
+            self._db.execute("DELETE FROM rows WHERE key = ?", (_key(key),))
             self._count -= 1
         return change
 
     def set(self, key: RowKey, change: RowChange, is_new: bool) -> None:
         """Store ``change``; a row already stored keeps its place (the order of first change)."""
-        dumped_key, dumped = _dump(key), _dump(change)
+        dumped_key, dumped = _key(key), _dump(change)
         if not is_new:
             self._db.execute("UPDATE rows SET change = ? WHERE key = ?", (dumped, dumped_key))
             return
@@ -180,6 +238,37 @@ class SpillingList:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _key(key: RowKey) -> bytes:
+    """A key's bytes, equal for keys that compare equal in memory (``Decimal("1")`` and
+    ``Decimal("1.00")``, one instant in two time zones, a ``str`` subclass and its ``str``)."""
+    return _dump(_canonical(key))
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, (int, float, Decimal)):  # 1 == 1.0 == Decimal("1.00"), bool included
+        return _canonical_number(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc)
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)
+    if isinstance(value, bytes) and type(value) is not bytes:
+        return bytes(value)
+    return value
+
+
+def _canonical_number(value: int | float | Decimal) -> Any:
+    if isinstance(value, int):
+        return int(value)
+    number = Decimal(value) if isinstance(value, float) else value
+    if not number.is_finite():
+        return str(number)
+    if number == number.to_integral_value():
+        return int(number)
+    return number.normalize()
 
 
 def _dump(value: Any) -> bytes:

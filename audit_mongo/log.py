@@ -85,6 +85,7 @@ class AuditLog:
                 "delete": ("before_delete", self.receive_before_delete),
             },
         )
+        self._tracking.listen()
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
             self._tracking_listener(action) for action in ("create", "update", "delete")
@@ -173,6 +174,7 @@ class AuditLog:
         self._mapper_listeners.clear()
         self._buffer.close()
         self._statements.close()
+        self._tracking.close()
         if self._connections is not None:
             self._connections.close()
         if self._client is not None:

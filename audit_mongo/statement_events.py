@@ -28,7 +28,7 @@ from .transaction import TransactionBuffer
 
 logger = logging.getLogger("audit_mongo")
 
-Recorder = Callable[[Iterable[tuple[RowKey, RowChange]]], None]
+Recorder = Callable[[Iterable[tuple[RowKey, RowChange]], bool], None]
 
 
 class StatementEvents:
@@ -127,7 +127,7 @@ class StatementEvents:
             return
         _, pending, recorder = entry
         try:
-            recorder(statements.after(pending, result, connection))
+            recorder(statements.after(pending, result, connection), pending.moves)
         except Exception:
             logger.exception(
                 "audit_mongo: the rows a %s statement on %s changed could not be recorded",

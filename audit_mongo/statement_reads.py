@@ -35,10 +35,11 @@ def on_target_table(clause: Any, statement_from: Any, target: StatementTarget) -
     construct) replaced by the tracked table's, so a read selects from the real table."""
     if clause is None or statement_from is None:
         return clause
+    by_name = {c.name: c for c in target.table.columns}  # .c is keyed by key, not name
 
     def replace(element: Any) -> Any:
-        if getattr(element, "table", None) == statement_from and element.name in target.table.c:
-            return target.table.c[element.name]
+        if getattr(element, "table", None) == statement_from and element.name in by_name:
+            return by_name[element.name]
         return None
 
     return visitors.replacement_traverse(clause, {}, replace)  # type: ignore[call-overload]

@@ -23,9 +23,11 @@ from typing import Any
 
 from sqlalchemy import Column, Table
 from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
-from sqlalchemy.sql.selectable import FromClause
+from sqlalchemy.sql.elements import BindParameter, ColumnElement, TextClause
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import FromClause, ScalarSelect, SelectBase
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeEngine
 
@@ -86,7 +88,12 @@ class PendingStatement:
     options: dict[str, Any]
     old_rows: SpillingList = field(default_factory=SpillingList)  # (key, values, new key)
     conflict: tuple[list[Any], list[tuple[Any, ...]]] | None = None  # an upsert's target
+    moves: bool = False  # an UPDATE that sets primary key columns
     readable: bool = True
+
+
+class NotCapturable(Exception):
+    """A statement whose row changes cannot be known for sure; the reason says why."""
 
 
 def statement_action(statement: Any) -> Action | None:
@@ -127,11 +134,16 @@ def before(
     pending = PendingStatement(target, action, connection.dialect, options)
     try:
         # a failed read must not abort the application's transaction
-        with read_guard(connection, (target.table, "where") if action != "create" else None):
+        with read_guard(connection):
             if action != "create":
                 _read_matching_rows(pending, statement, statement_from, param_sets, connection)
             elif _on_conflict(statement) is not None:
                 _read_conflicting_rows(pending, statement, param_sets, connection)
+    except NotCapturable as exc:
+        pending.readable = False
+        logger.warning(
+            "audit_mongo: a %s statement on %s is not recorded: %s", action, target.table_name, exc
+        )
     except Exception as exc:
         pending.readable = False
         logger.error(
@@ -177,7 +189,10 @@ def _read_matching_rows(
     target = pending.target
     where = reads.on_target_table(getattr(statement, "whereclause", None), statement_from, target)
     new_key = _new_key_expressions(statement, statement_from, target)
-    query = reads.base_query(target, new_key)
+    pending.moves = bool(new_key)
+    # Lock the rows as the statement itself is about to: a transaction committing between
+    # this read and the statement would otherwise go into these old values (ignored by SQLite).
+    query = reads.base_query(target, new_key).with_for_update(of=list(target.tables))
     # A join (UPDATE ... FROM) or several parameter sets can match a row more than once.
     joins = where is not None and any(t not in target.tables for t in find_tables(where))
     seen: set[PkTuple] | None = set() if len(param_sets) > 1 or joins else None
@@ -211,11 +226,21 @@ def _new_key_expressions(
     if not any(c.name in assigned for c in own):
         return []
     if target.selectable is not target.table:
-        raise ValueError("an UPDATE of a joined subclass's primary key")
-    return [
-        reads.on_target_table(assigned.get(c.name, c), statement_from, target).label(f"k{i}")
-        for i, c in enumerate(own)
+        raise NotCapturable("it changes the primary key of a joined subclass's table")
+    expressions = [
+        reads.on_target_table(assigned.get(c.name, c), statement_from, target) for c in own
     ]
+    if not all(_repeatable(e) for e in expressions):
+        # Evaluating nextval() or random() in the audit's read would consume or differ.
+        raise NotCapturable("it sets the primary key from a function or a subquery")
+    return [e.label(f"k{i}") for i, e in enumerate(expressions)]
+
+
+def _repeatable(expression: Any) -> bool:
+    """Whether evaluating ``expression`` again gives the statement's value, side-effect free:
+    only columns, parameters, literals and operators (no function, sequence or subquery)."""
+    unsafe = (FunctionElement, SelectBase, ScalarSelect, TextClause)
+    return not any(isinstance(e, unsafe) for e in visitors.iterate(expression))
 
 
 def _set_clause(statement: UpdateBase) -> dict[str, Any]:
@@ -260,7 +285,8 @@ def _read_conflicting_rows(
         c.name for c in target.own_pk_columns
     ]
     table = target.table
-    columns = [table.c[n] for n in names if n in table.c]
+    by_name = {c.name: c for c in table.columns}
+    columns = [by_name[n] for n in names if n in by_name]
     stated = {
         name: value.value
         for name, value in _set_clause(statement).items()
@@ -270,7 +296,9 @@ def _read_conflicting_rows(
         {**stated, **{table.c[k].name: v for k, v in p.items() if k in table.c}} for p in param_sets
     ]
     if len(columns) != len(names) or not all(all(c.name in r for c in columns) for r in inserted):
-        raise ValueError("an upsert whose conflict values are not all in its parameters")
+        raise NotCapturable(
+            "an upsert needs index_elements= naming columns whose values it is given"
+        )
     values = [tuple(row[c.name] for c in columns) for row in inserted]
     pending.conflict = (columns, values)
     for key, row_values in reads.rows_by_columns(
@@ -323,7 +351,7 @@ def _read_back(
 ) -> dict[PkTuple, tuple[Any, ...]] | None:
     target = pending.target
     try:
-        with read_guard(connection, (target.table, "key")):
+        with read_guard(connection):
             rows = reads.rows_by_key(target, keys, connection, pending.options)
             return {unpad(key, target.padded): values for key, values in rows}
     except Exception as exc:
@@ -355,12 +383,19 @@ def _creates(
             target.table_name,
         )
     new_rows = _read_back(pending, identified, connection) or {}
-    for key in dict.fromkeys(identified):
-        values = new_rows.get(unpad(key, target.padded))
-        if values is not None:
-            change = _change(pending, key, "create", None, values)
-            if change is not None:
-                yield change
+    # In insertion order; a row whose stored key differs from the key the application gave
+    # (a TypeDecorator that rewrites it) is matched by the read, not by that key.
+    ordered = [k for k in dict.fromkeys(unpad(k, target.padded) for k in identified)]
+    for key in [*(k for k in ordered if k in new_rows), *(k for k in new_rows if k not in ordered)]:
+        change = _change(pending, key, "create", None, new_rows[key])
+        if change is not None:
+            yield change
+    if len(new_rows) < len(ordered):
+        logger.warning(
+            "audit_mongo: %d rows inserted into %s were not found again; they are not recorded",
+            len(ordered) - len(new_rows),
+            target.table_name,
+        )
 
 
 def _inserted_keys(result: CursorResult[Any]) -> list[PkTuple]:

@@ -8,6 +8,7 @@ tracked class persists to it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
@@ -39,8 +40,17 @@ class Tracking:
         self._infos: dict[Mapper[Any], TableInfo] = {}
         self._table_mappers: dict[Any, tuple[list[Mapper[Any]], list[Mapper[Any]]]] = {}
         self._tables_by_name: dict[tuple[str | None, str], Table | None] = {}
+        self._unmapped: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._targets: dict[Any, tuple[tuple[frozenset[Action], ...], StatementTarget | None]] = {}
         self._registries: set[Any] = set()
+
+    def listen(self) -> None:
+        """Forget derived knowledge whenever SQLAlchemy configures new mappers."""
+        event.listen(Mapper, "after_configured", self.forget)
+
+    def close(self) -> None:
+        if event.contains(Mapper, "after_configured", self.forget):
+            event.remove(Mapper, "after_configured", self.forget)
 
     def add(self, model: type, exclude: Collection[str]) -> None:
         self._models[model] = self._models.get(model, frozenset()) | set(exclude)
@@ -57,6 +67,7 @@ class Tracking:
         self._infos.clear()
         self._table_mappers.clear()
         self._tables_by_name.clear()
+        self._unmapped = weakref.WeakKeyDictionary()
         self._targets.clear()
 
     def info(self, mapper: Mapper[Any]) -> TableInfo:
@@ -87,21 +98,40 @@ class Tracking:
         return frozenset(wired)
 
     def statement_table(self, from_: Any) -> tuple[Table | None, Any]:
-        """The tracked-or-not ``Table`` a statement writes, and the statement's own FROM when
-        its criteria name something else (an alias, a ``table()`` construct), else None."""
-        if isinstance(from_, Table):
+        """The mapped ``Table`` a statement writes, and the statement's own FROM when its
+        criteria name something else (an alias, a ``table()`` construct, a reflected copy
+        of the table), else None; (None, None) for a table no class is mapped to."""
+        if isinstance(from_, Alias):
+            table, _ = self.statement_table(from_.element)
+            return (table, from_) if table is not None else (None, None)
+        if isinstance(from_, Table) and self._mappers_of(from_) is not None:
             return from_, None
-        if isinstance(from_, Alias) and isinstance(from_.element, Table):
-            return from_.element, from_
         if isinstance(from_, TableClause):
-            name = (from_.schema, from_.name)
-            if name not in self._tables_by_name:
-                tables = [m.local_table for m in self._mappers()]
-                found = [t for t in tables if isinstance(t, Table) and (t.schema, t.name) == name]
-                self._tables_by_name[name] = found[0] if len(set(found)) == 1 else None
-            table = self._tables_by_name[name]
+            table = self._mapped_table_named(from_.schema, from_.name)
             return (table, from_) if table is not None else (None, None)
         return None, None
+
+    def _mapped_table_named(self, schema: str | None, name: str) -> Table | None:
+        if (schema, name) not in self._tables_by_name:
+            tables = {m.local_table for m in self._mappers()}
+            found = [
+                t for t in tables if isinstance(t, Table) and (t.schema, t.name) == (schema, name)
+            ]
+            self._tables_by_name[(schema, name)] = found[0] if len(found) == 1 else None
+        return self._tables_by_name[(schema, name)]
+
+    def _mappers_of(self, table: Table) -> tuple[list[Mapper[Any]], list[Mapper[Any]]] | None:
+        """The classes persisted to ``table`` and their subclasses; None when unmapped."""
+        mappers = self._table_mappers.get(table)
+        if mappers is None and table not in self._unmapped:
+            # == and not "is": an ORM statement names an annotated copy of the table.
+            owners = [m for m in self._mappers() if m.local_table == table]
+            if not owners:
+                self._unmapped[table] = True
+                return None
+            descendants = {d for m in owners for d in m.self_and_descendants}
+            mappers = self._table_mappers[table] = (owners, sorted(descendants, key=_depth))
+        return mappers
 
     def target(self, table: Table) -> StatementTarget | None:
         """What statements on ``table`` record, or None when no tracked class persists to it.
@@ -109,12 +139,9 @@ class Tracking:
         The classes mapped to a table are found once; whether they are tracked is asked at
         every statement (cheaply), since wiring with ``event.listen`` can come at any time.
         """
-        mappers = self._table_mappers.get(table)
+        mappers = self._mappers_of(table)
         if mappers is None:
-            # == and not "is": an ORM statement names an annotated copy of the table.
-            owners = [m for m in self._mappers() if m.local_table == table]
-            descendants = {d for m in owners for d in m.self_and_descendants}
-            mappers = self._table_mappers[table] = (owners, sorted(descendants, key=_depth))
+            return None
         owners, related = mappers
         wiring = tuple(self.tracked_actions(m) for m in related)
         cached = self._targets.get(table)

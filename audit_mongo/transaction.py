@@ -44,12 +44,17 @@ class SessionBuffer:
         self.frames: dict[SessionTransaction, Frame] = {}
         self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
 
-    def record(self, transaction: SessionTransaction, key: RowKey, change: RowChange) -> None:
-        """Add ``change`` to the transaction's frame, netted with an earlier change."""
+    def record_all(
+        self,
+        transaction: SessionTransaction,
+        changes: Iterable[tuple[RowKey, RowChange]],
+        may_move: bool,
+    ) -> None:
+        """Add changes to the transaction's frame, netted with earlier ones (see ``Frame``)."""
         frame = self.frames.get(transaction)
         if frame is None:
             frame = self.frames[transaction] = Frame()
-        frame.record(key, change)
+        frame.record_all(changes, may_move)
 
     def release(self, savepoint: SessionTransaction) -> None:
         """A released savepoint's changes become its parent's."""
@@ -121,15 +126,13 @@ class TransactionBuffer:
         return session
 
     def record_statement(
-        self, session: Session, changes: Iterable[tuple[RowKey, RowChange]]
+        self, session: Session, changes: Iterable[tuple[RowKey, RowChange]], may_move: bool
     ) -> None:
         """Row changes a statement made in ``session``'s current (nested) transaction."""
         transaction = session.get_nested_transaction() or session.get_transaction()
         if transaction is None:
             return
-        buffer = self.buffer(session)
-        for key, change in changes:
-            buffer.record(transaction, key, change)
+        self.buffer(session).record_all(transaction, changes, may_move)
 
     def in_flush(self, session: Session, table: Any) -> bool:
         """Whether a statement on ``table`` is the flush's own, captured by mapper events."""
@@ -173,8 +176,9 @@ class TransactionBuffer:
         transaction = session.get_nested_transaction() or session.get_transaction()
         if transaction is None:
             return
-        for key, change in self._collect(session, buffer):
-            buffer.record(transaction, key, change)
+        changes = list(self._collect(session, buffer))
+        may_move = any(change.previous_key is not None for _, change in changes)
+        buffer.record_all(transaction, changes, may_move)
         buffer.noted.clear()
         buffer.noted_tables.clear()
 

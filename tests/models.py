@@ -229,8 +229,8 @@ class Stamped(Base):
 legacy_table = Table(
     "legacy_items",
     Base.metadata,
-    Column("item_no", Integer, primary_key=True),
-    Column("item_name", String(30)),
+    Column("item_no", Integer, primary_key=True, key="number"),
+    Column("item_name", String(30), key="label"),  # name, key and attribute all differ
 )
 
 
@@ -245,7 +245,7 @@ class LegacyItem:
 Base.registry.map_imperatively(
     LegacyItem,
     legacy_table,
-    properties={"number": legacy_table.c.item_no, "title": legacy_table.c.item_name},
+    properties={"number": legacy_table.c.number, "title": legacy_table.c.label},
 )
 
 

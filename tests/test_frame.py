@@ -3,6 +3,8 @@ the same netting, the same order, the same documents."""
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -115,3 +117,64 @@ def test_spilled_and_in_memory_transactions_write_the_same_documents(
 
     assert len(in_memory) == 26  # 25 rows kept of 30 created, and one from the ORM
     assert spilled == in_memory
+
+
+def moved(old: int, new: int) -> RowChange:
+    change = RowChange("t", new, "update", {"id": old}, {"id": new}, previous_object_id=old)
+    change.previous_key = ("t", (old,))
+    return change
+
+
+@pytest.mark.parametrize("spill_at", [1_000, 1])
+def test_keys_swapped_in_one_batch_stay_two_rows(
+    spill_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frame, "SPILL_AT", spill_at)
+    rows = Frame()
+    rows.record(("t", (1,)), updated(1, 0, 1))
+    rows.record(("t", (2,)), updated(2, 0, 2))
+
+    rows.record_all([(("t", (2,)), moved(1, 2)), (("t", (1,)), moved(2, 1))], may_move=True)
+
+    by_id = {c.object_id: c for c in rows.changes()}
+    assert by_id[2].previous_object_id == 1 and by_id[2].old == {"n": 0, "id": 1}
+    assert by_id[1].previous_object_id == 2 and by_id[1].old == {"n": 0, "id": 2}
+    assert len(rows) == 2
+    rows.close()
+
+
+@pytest.mark.parametrize("spill_at", [1_000, 1])
+def test_a_row_moving_into_a_deleted_rows_key_keeps_the_delete(
+    spill_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frame, "SPILL_AT", spill_at)
+    rows = Frame()
+    rows.record(("t", (1,)), updated(1, 0, 1))
+    rows.record_all([(("t", (30,)), moved(1, 30))], may_move=True)
+    rows.record(("t", (2,)), RowChange("t", 2, "delete", {"n": 2}, {}))
+    rows.record_all([(("t", (2,)), moved(30, 2))], may_move=True)
+
+    changes = list(rows.changes())
+    assert [(c.action, c.object_id, c.previous_object_id) for c in changes] == [
+        ("delete", 2, None),
+        ("update", 2, 1),
+    ]
+    assert changes[1].old == {"n": 0, "id": 1} and changes[1].new == {"n": 1, "id": 2}
+    rows.close()
+
+
+def test_keys_equal_in_memory_are_equal_on_disk(small_spill: int) -> None:
+    rows = Frame()
+    for i in range(small_spill + 1):
+        rows.record(("t", (Decimal(i),)), created(i))
+    rows.record(("t", (Decimal("3.00"),)), updated(3, 3, 30))
+    paris = dt.timezone(dt.timedelta(hours=1))
+    rows.record(("t", (dt.datetime(2026, 1, 1, 1, tzinfo=paris),)), created(90))
+    rows.record(("t", (dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),)), updated(90, 90, 91))
+
+    assert rows._disk is not None
+    changes = {c.object_id: c for c in rows.changes()}
+    assert changes[3].action == "create" and changes[3].new == {"n": 30}
+    assert changes[90].new == {"n": 91}
+    assert len(rows) == small_spill + 2
+    rows.close()

@@ -263,3 +263,24 @@ def test_statements_record_only_rows_of_tracked_classes_under_their_own_class(
         ("create", "Engineer"),
         ("update", "Engineer"),
     ]
+
+
+def test_a_row_taking_the_key_of_a_row_deleted_earlier_keeps_both_documents(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    first, second = Client(name="first"), Client(name="second")
+    session.add_all([first, second])
+    session.commit()
+    first_id, second_id = first.id, second.id
+    collection.delete_many({})
+    session.delete(second)
+    session.flush()
+    first.id = second_id
+    session.commit()
+
+    assert [
+        (d["action"], d["object_id"], d.get("previous_object_id")) for d in stored(collection)
+    ] == [
+        ("delete", second_id, None),
+        ("update", second_id, first_id),
+    ]

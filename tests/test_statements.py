@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import (
     Engine,
+    MetaData,
+    Table,
     bindparam,
     column,
     delete,
     event,
+    func,
     insert,
     select,
     table,
@@ -26,7 +29,16 @@ from sqlalchemy.orm import Session, aliased
 
 from audit_mongo import AuditLog
 from tests.conftest import only, stored
-from tests.models import Account, Client, Country, Device, Membership, Untracked
+from tests.models import (
+    Account,
+    Client,
+    Country,
+    Device,
+    LegacyItem,
+    Membership,
+    Untracked,
+    legacy_table,
+)
 
 SYNC_MODES = ["auto", "evaluate", "fetch", False]
 
@@ -508,3 +520,52 @@ def test_statements_on_a_uuid_key_record_its_string(
     document = only(collection)
     assert document["object_id"] == str(device.id)
     assert document["changes"] == {"label": {"added": ["new"], "deleted": ["old"]}}
+
+
+def test_a_key_set_from_a_function_is_reported_not_guessed(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (a, *_) = three_clients(session)
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        session.execute(
+            update(Client).where(Client.id == a).values(id=func.length(Client.name) + 100),
+            execution_options={"synchronize_session": False},
+        )
+        session.commit()
+
+    assert session.scalar(select(func.count()).where(Client.id == a)) == 0  # it did run
+    assert [d["action"] for d in stored(collection)] == ["create"] * 3
+    assert "sets the primary key from a function or a subquery" in caplog.text
+
+
+def test_an_alias_whose_column_keys_differ_from_their_names(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    session.add_all([LegacyItem(1, "keep"), LegacyItem(2, "drop")])
+    session.commit()
+    collection.delete_many({})
+    alias = legacy_table.alias()
+    assert alias.c.label.name == "item_name"
+
+    session.execute(delete(alias).where(alias.c.label == "drop"))
+    session.commit()
+
+    document = only(collection)
+    assert (document["action"], document["object_id"]) == ("delete", 2)
+    assert document["changes"]["title"] == {"added": [], "deleted": ["drop"]}
+
+
+def test_a_reflected_copy_of_a_tracked_table(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    (a, *_) = three_clients(session)
+    reflected = Table("clients", MetaData(), autoload_with=session.connection())
+    session.execute(update(reflected).where(reflected.c.id == a).values(name="reflected"))
+    session.commit()
+
+    assert only(collection, action="update")["changes"] == {
+        "name": {"added": ["reflected"], "deleted": ["a"]}
+    }
