@@ -115,18 +115,28 @@ def merge_collections(
     earlier: dict[str, tuple[list[Any], list[Any]]], later: dict[str, tuple[list[Any], list[Any]]]
 ) -> dict[str, tuple[list[Any], list[Any]]]:
     """Net collection changes: a key added then removed (or removed then added) cancels."""
-    merged = {name: (list(added), list(deleted)) for name, (added, deleted) in earlier.items()}
-    for name, (added, deleted) in later.items():
-        net_added, net_deleted = merged.setdefault(name, ([], []))
-        for key in added:
-            _cancel_or_append(net_deleted, net_added, key)
-        for key in deleted:
-            _cancel_or_append(net_added, net_deleted, key)
-    return {name: pair for name, pair in merged.items() if pair[0] or pair[1]}
+    merged: dict[str, tuple[list[Any], list[Any]]] = {}
+    for name in dict.fromkeys([*earlier, *later]):
+        added = {_hashable(k): k for k in earlier.get(name, ([], []))[0]}
+        deleted = {_hashable(k): k for k in earlier.get(name, ([], []))[1]}
+        later_added, later_deleted = later.get(name, ([], []))
+        for key in later_added:
+            _cancel_or_add(deleted, added, key)
+        for key in later_deleted:
+            _cancel_or_add(added, deleted, key)
+        if added or deleted:
+            merged[name] = (list(added.values()), list(deleted.values()))
+    return merged
 
 
-def _cancel_or_append(opposite: list[Any], same_side: list[Any], key: Any) -> None:
-    if key in opposite:
-        opposite.remove(key)
-    elif key not in same_side:
-        same_side.append(key)
+def _cancel_or_add(opposite: dict[Any, Any], same_side: dict[Any, Any], key: Any) -> None:
+    hashable = _hashable(key)
+    if hashable in opposite:
+        del opposite[hashable]
+    else:
+        same_side.setdefault(hashable, key)
+
+
+def _hashable(key: Any) -> Any:
+    """A related row's key as a dict key (a composite key is stored as a list)."""
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key

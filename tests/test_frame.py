@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, insert, update
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, frame
-from audit_mongo.changes import RowChange
+from audit_mongo.changes import RowChange, merge_collections
 from audit_mongo.frame import Frame, SpillingList
 from tests.conftest import stored
 from tests.models import Client
@@ -178,3 +178,10 @@ def test_keys_equal_in_memory_are_equal_on_disk(small_spill: int) -> None:
     assert changes[90].new == {"n": 91}
     assert len(rows) == small_spill + 2
     rows.close()
+
+
+def test_collection_changes_net_out_by_related_key_composite_included() -> None:
+    earlier = {"tags": ([1, [2, "b"]], [3])}
+    later = {"tags": ([3, 4], [[2, "b"]]), "owners": ([9], [])}
+
+    assert merge_collections(earlier, later) == {"tags": ([1, 4], []), "owners": ([9], [])}
