@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Table
+from sqlalchemy import Column, Table, literal
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
@@ -256,14 +256,8 @@ def _set_clause(statement: UpdateBase) -> dict[str, Any]:
         if isinstance(key, str) and key in table.c:
             name = table.c[key].name
         if name is not None:
-            assigned[name] = value if isinstance(value, ColumnElement) else _literal(value)
+            assigned[name] = value if isinstance(value, ColumnElement) else literal(value)
     return assigned
-
-
-def _literal(value: Any) -> Any:
-    from sqlalchemy import literal
-
-    return literal(value)
 
 
 def _on_conflict(statement: Any) -> Any:
