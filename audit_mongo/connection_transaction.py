@@ -4,10 +4,10 @@ A connection's changes wait in a stack of frames, one per open savepoint over th
 transaction's, and are netted per row like a session's. Core has no "after commit" event:
 its ``commit`` event fires before the database commits. So a committed connection's changes
 are handed on only once the commit is known to have succeeded, that is when the connection
-begins its next transaction or goes back to the pool; a failed COMMIT (a deferred
-constraint, a serialization failure) reaches ``handle_error`` first, and its changes are
-dropped with it. On an AUTOCOMMIT connection each statement commits as it runs, and its
-changes are handed on at once.
+begins its next transaction or its DBAPI connection goes back to the pool, is invalidated or
+is closed; a failed COMMIT (a deferred constraint, a serialization failure) reaches
+``handle_error`` first, and its changes are dropped with it. On an AUTOCOMMIT connection
+each statement commits as it runs, and its changes are handed on at once.
 """
 
 from __future__ import annotations
@@ -36,16 +36,26 @@ class ConnectionTransactions:
         self._frames: weakref.WeakKeyDictionary[Connection, list[Frame]] = (
             weakref.WeakKeyDictionary()
         )
-        self._committing: dict[int, tuple[Frame, Any]] = {}  # by DBAPI connection
+        # Committed, not yet known to be durable, by id() of the DBAPI connection; the entry
+        # holds that connection, so the id cannot be reused by another while it waits.
+        self._committing: dict[int, tuple[Any, Frame, Any]] = {}
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = [
             (Engine, "savepoint", self._savepoint),
             (Engine, "release_savepoint", self._release_savepoint),
             (Engine, "rollback_savepoint", self._rollback_savepoint),
             (Engine, "rollback", self._rollback),
+            (Engine, "rollback_twophase", self._rollback_twophase),
             (Engine, "commit", self._commit),
+            (Engine, "commit_twophase", self._commit_twophase),
             (Engine, "begin", self._begin),
+            (Engine, "begin_twophase", self._begin_twophase),
             (Engine, "handle_error", self._handle_error),
-            (Pool, "checkin", self._checkin),
+            # The DBAPI connection leaves the application: whatever it committed is durable.
+            (Pool, "checkin", self._released),
+            (Pool, "invalidate", self._released),
+            (Pool, "soft_invalidate", self._released),
+            (Pool, "close", self._released),
+            (Pool, "close_detached", self._released),
         ]
         for target, name, listener in self._listeners:
             event.listen(target, name, listener)
@@ -92,26 +102,44 @@ class ConnectionTransactions:
         for frame in frames[1:]:  # savepoints still open are committed with the root
             root.absorb(frame)
         if root:
-            self._committing[_dbapi_id(connection)] = (root, self._capture_context())
+            dbapi = _dbapi(connection)
+            self._committing[id(dbapi)] = (dbapi, root, self._capture_context())
         else:
             root.close()
 
+    def _commit_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
+        self._commit(connection)
+
+    def _rollback_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
+        self._rollback(connection)
+
     def _begin(self, connection: Connection) -> None:
         if self._committing:
-            self._deliver(_dbapi_id(connection))
+            self._deliver(_dbapi(connection))
 
-    def _checkin(self, dbapi_connection: Any, connection_record: Any) -> None:
-        self._deliver(id(dbapi_connection))
+    def _begin_twophase(self, connection: Connection, xid: Any) -> None:
+        self._begin(connection)
+
+    def _released(self, dbapi_connection: Any, *_: Any) -> None:
+        if self._committing and dbapi_connection is not None:
+            self._deliver(dbapi_connection)
 
     def _handle_error(self, context: ExceptionContext) -> None:
         connection = context.connection
         if connection is not None and context.statement is None and self._committing:
-            failed = self._committing.pop(_dbapi_id(connection), None)  # the COMMIT failed
+            failed = self._take(_dbapi(connection))  # the COMMIT itself failed
             if failed is not None:
                 failed[0].close()
 
-    def _deliver(self, dbapi_id: int) -> None:
-        committed = self._committing.pop(dbapi_id, None)
+    def _take(self, dbapi_connection: Any) -> tuple[Frame, Any] | None:
+        entry = self._committing.get(id(dbapi_connection))
+        if entry is None or entry[0] is not dbapi_connection:
+            return None
+        del self._committing[id(dbapi_connection)]
+        return entry[1], entry[2]
+
+    def _deliver(self, dbapi_connection: Any) -> None:
+        committed = self._take(dbapi_connection)
         if committed is not None:
             self._deliver_frame(*committed)
 
@@ -123,8 +151,8 @@ class ConnectionTransactions:
             frame.close()
 
 
-def _dbapi_id(connection: Connection) -> int:
+def _dbapi(connection: Connection) -> Any:
     try:
-        return id(connection.connection.dbapi_connection)
-    except Exception:  # closed or invalidated: nothing of it can still be delivered
-        return 0
+        return connection.connection.dbapi_connection
+    except Exception:  # closed or invalidated
+        return None

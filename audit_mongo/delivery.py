@@ -44,13 +44,14 @@ class MongoWriter:
         self.collection = collection
         self.timeout = timeout
 
-    def write(self, documents: Sequence[Document]) -> int:
-        """Insert ``documents``; return how many are confirmed in Mongo. Never raises."""
+    def write(self, documents: Sequence[Document], timeout: float | None = None) -> int:
+        """Insert ``documents`` within ``timeout`` seconds (the writer's by default); return
+        how many are confirmed in Mongo. Never raises."""
         if not documents:
             return 0
         error: BaseException | None
         try:
-            with pymongo.timeout(self.timeout):
+            with pymongo.timeout(self.timeout if timeout is None else timeout):
                 confirmed, error = self._send(documents, may_repair=True)
         except Exception as exc:  # a driver or a stand-in raising something unexpected
             confirmed, error = 0, exc
@@ -112,6 +113,15 @@ def _warn_unsatisfied_write_concern(exc: BulkWriteError) -> None:
             "(codes %s)",
             sorted({e.get("code") for e in errors}),
         )
+
+
+def log_not_attempted(count: int, timeout: float) -> None:
+    logger.error(
+        "audit_mongo: %d audit documents were not written: the commit's %.1f s for Mongo "
+        "ran out before they could be sent",
+        count,
+        timeout,
+    )
 
 
 def _log_failure(failed: int, attempted: int, exc: BaseException | None) -> None:

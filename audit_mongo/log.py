@@ -8,6 +8,7 @@ waits for the commit, and the writer delivers one batch per commit (delivery).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from itertools import islice
@@ -24,7 +25,7 @@ from .actor import Actor
 from .changes import Action, RowChange, RowKey
 from .connect import open_collection
 from .connection_transaction import ConnectionTransactions
-from .delivery import MongoWriter
+from .delivery import MongoWriter, log_not_attempted
 from .document import build_documents, commit_time, new_transaction_id
 from .indexes import ensure_indexes
 from .statement_events import StatementEvents
@@ -242,12 +243,18 @@ class AuditLog:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
     def _deliver(self, row_changes: Iterable[RowChange], user_id: Any) -> None:
-        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time."""
+        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time, all within
+        the log's one ``timeout``."""
         if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
             user_id = self._actor.current()
         transaction_id, created_at = new_transaction_id(), commit_time()
+        deadline = time.monotonic() + self._writer.timeout
         changes = iter(row_changes)
         while batch := list(islice(changes, WRITE_BATCH)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log_not_attempted(len(batch) + sum(1 for _ in changes), self._writer.timeout)
+                return
             try:
                 documents = build_documents(
                     batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at
@@ -255,4 +262,4 @@ class AuditLog:
             except Exception:
                 logger.exception("audit_mongo: %d audit documents could not be built", len(batch))
                 continue
-            self._writer.write(documents)
+            self._writer.write(documents, timeout=remaining)

@@ -365,26 +365,26 @@ def _creates(
 ) -> Iterator[tuple[RowKey, RowChange]]:
     target = pending.target
     keys = _inserted_keys(result)
-    identified = [k for k in keys if k and None not in k]
+    identified = [k for k in keys or () if k and None not in k]
     inserted = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else 0
-    missing = max(inserted, len(keys)) - len(identified)
-    if missing > 0:
+    if keys is None or max(inserted, len(keys)) > len(identified):
         logger.warning(
-            "audit_mongo: at least %d rows inserted into %s could not be identified (an INSERT "
-            "... SELECT, a multi-VALUES INSERT, or RETURNING without the key); they are not "
-            "recorded",
-            missing,
+            "audit_mongo: rows inserted into %s could not be identified (an INSERT ... SELECT, "
+            "a multi-VALUES INSERT, or an INSERT with its own RETURNING); %d were recorded",
             target.table_name,
+            len(identified),
         )
     new_rows = _read_back(pending, identified, connection) or {}
     # In insertion order; a row whose stored key differs from the key the application gave
     # (a TypeDecorator that rewrites it) is matched by the read, not by that key.
-    ordered = [k for k in dict.fromkeys(unpad(k, target.padded) for k in identified)]
+    ordered = list(dict.fromkeys(unpad(k, target.padded) for k in identified))
     for key in [*(k for k in ordered if k in new_rows), *(k for k in new_rows if k not in ordered)]:
         change = _change(pending, key, "create", None, new_rows[key])
         if change is not None:
             yield change
-    if len(new_rows) < len(ordered):
+    # A joined subclass's base-table INSERT comes before its own table's: those rows are
+    # read (and recorded) after the second statement.
+    if len(new_rows) < len(ordered) and target.selectable is target.table:
         logger.warning(
             "audit_mongo: %d rows inserted into %s were not found again; they are not recorded",
             len(ordered) - len(new_rows),
@@ -392,11 +392,12 @@ def _creates(
         )
 
 
-def _inserted_keys(result: CursorResult[Any]) -> list[PkTuple]:
+def _inserted_keys(result: CursorResult[Any]) -> list[PkTuple] | None:
+    """The inserted rows' keys, None when the database did not say."""
     try:
         return [tuple(k or ()) for k in result.inserted_primary_key_rows]
     except Exception:  # not available for this statement's form or this database
-        return []
+        return None
 
 
 def _upserts(

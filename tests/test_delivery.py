@@ -201,3 +201,25 @@ def test_repair_shrinks_a_document_over_16_mib() -> None:
     marker = fixed["changes"]["body"]["added"][0]
     assert marker["omitted"] == "too large"
     assert marker["bson_bytes"] > 17 * 1024 * 1024
+
+
+def test_one_timeout_bounds_a_whole_commit_of_many_batches(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    client: Any = MongoClient(f"mongodb://127.0.0.1:{closed_loopback_port()}/app")
+    audit = AuditLog(client.app.user_logs, timeout=0.5)
+    audit.track(Client)
+    try:
+        with caplog.at_level(logging.ERROR, logger="audit_mongo"), Session(engine) as s:
+            s.add_all([Client(name=f"c{i}") for i in range(2_500)])  # three batches of 1,000
+            s.commit()
+    finally:
+        audit.close()
+        client.close()
+
+    assert clients_in_database(engine) == 2_500
+    assert "1000 of 1000 audit documents were not written (ServerSelectionTimeoutError" in (
+        caplog.text
+    )
+    # the first batch used the commit's time for Mongo: the other 1,500 are not tried
+    assert "1500 audit documents were not written: the commit's 0.5 s" in caplog.text

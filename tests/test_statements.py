@@ -569,3 +569,54 @@ def test_a_reflected_copy_of_a_tracked_table(
     assert only(collection, action="update")["changes"] == {
         "name": {"added": ["reflected"], "deleted": ["a"]}
     }
+
+
+def test_an_insert_with_its_own_returning_is_reported(
+    audit: AuditLog,
+    session: Session,
+    collection: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table = Client.__table__
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        new_id = session.execute(insert(table).values(name="v").returning(table.c.id)).scalar()
+        session.commit()
+
+    assert new_id is not None
+    assert stored(collection) == []
+    assert "rows inserted into clients could not be identified" in caplog.text
+
+
+def test_a_core_commit_is_delivered_when_its_connection_is_invalidated(
+    engine: Engine, collection: Any
+) -> None:
+    audit = AuditLog(collection, core_statements=True)
+    audit.track(Client)
+    try:
+        with engine.connect() as conn:
+            conn.execute(insert(Client.__table__).values(name="kept"))
+            conn.commit()
+            conn.invalidate()
+    finally:
+        audit.close()
+
+    assert [d["action"] for d in stored(collection)] == ["create"]
+
+
+def test_two_phase_transactions_on_core_connections(engine: Engine, collection: Any) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("two-phase transactions: PostgreSQL only")
+    audit = AuditLog(collection, core_statements=True)
+    audit.track(Client)
+    try:
+        with engine.connect() as conn:
+            rolled_back = conn.begin_twophase()
+            conn.execute(insert(Client.__table__).values(name="rolled back"))
+            rolled_back.rollback()
+            committed = conn.begin_twophase()
+            conn.execute(insert(Client.__table__).values(name="committed"))
+            committed.commit()
+    finally:
+        audit.close()
+
+    assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["committed"]]
