@@ -5,6 +5,7 @@ would have written, once, under the same transaction rules."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from audit_mongo import AuditLog
-from tests.conftest import only, stored
+from tests.conftest import only, postgresql_engine, stored
 from tests.models import (
     Account,
     Client,
@@ -603,9 +604,14 @@ def test_a_core_commit_is_delivered_when_its_connection_is_invalidated(
     assert [d["action"] for d in stored(collection)] == ["create"]
 
 
-def test_two_phase_transactions_on_core_connections(engine: Engine, collection: Any) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("two-phase transactions: PostgreSQL only")
+@pytest.fixture
+def postgresql(collection: Any) -> Iterator[Engine]:
+    """PostgreSQL alone: SQLite has no two-phase transactions."""
+    yield from postgresql_engine()
+
+
+def test_two_phase_transactions_on_core_connections(postgresql: Engine, collection: Any) -> None:
+    engine = postgresql
     audit = AuditLog(collection, core_statements=True)
     audit.track(Client)
     try:
