@@ -20,9 +20,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.pool import Pool
 
-from .capture import in_autocommit
 from .changes import RowChange, RowKey
 from .frame import Frame
+from .safe_reads import in_autocommit
 
 CommitHandler = Callable[[Iterable[RowChange], Any], None]
 

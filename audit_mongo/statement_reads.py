@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
-from .capture import in_autocommit
+from .safe_reads import in_autocommit
 
 if TYPE_CHECKING:
     from .statements import StatementTarget

@@ -32,10 +32,11 @@ from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeEngine
 
 from . import statement_reads as reads
-from .capture import UNREADABLE, read_guard, unpad
 from .changes import Action, RowChange, RowKey, same
 from .frame import SpillingList
 from .normalise import column_value_to_bson
+from .safe_reads import UNREADABLE, read_guard
+from .table_info import unpad
 
 logger = logging.getLogger("audit_mongo")
 
@@ -62,7 +63,7 @@ class StatementTarget:
     pk_columns: tuple[Column[Any], ...]
     pk_keys: tuple[str, ...]
     own_pk_columns: tuple[Column[Any], ...]  # the table's own key, for RETURNING
-    padded: tuple[bool, ...]  # which key columns are CHAR (see ``capture.unpad``)
+    padded: tuple[bool, ...]  # which key columns are CHAR (see ``table_info.unpad``)
     decorated_types: Mapping[str, TypeEngine[Any]]
     discriminator: int | None  # where the polymorphic discriminator is among the values
     classes: Mapping[Any, tuple[str, frozenset[Action]]]  # discriminator -> (entity, actions)

@@ -19,9 +19,9 @@ from sqlalchemy.sql.expression import Alias, TableClause
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 
-from .capture import TableInfo, padded_flags
 from .changes import Action
 from .statements import StatementTarget
+from .table_info import TableInfo, padded_flags
 
 ALL_ACTIONS: frozenset[Action] = frozenset(("create", "update", "delete"))
 

@@ -22,8 +22,9 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.state import InstanceState
 
-from .capture import Noted, OldValueReader
+from .capture import Noted
 from .changes import RowChange, RowKey
+from .flush_reads import OldValueReader
 from .frame import Frame
 
 CommitHandler = Callable[[Session, Iterable[RowChange], Any], None]

@@ -15,8 +15,8 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, capture, document
-from audit_mongo.capture import OldValueReader
 from audit_mongo.document import ObjectIdSequence
+from audit_mongo.flush_reads import OldValueReader
 from tests.conftest import only, stored
 from tests.models import Account, Client, Country, Device, Membership, Sample, Untracked
 
