@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, aliased
 
 from audit_mongo import AuditLog
@@ -626,3 +627,56 @@ def test_two_phase_transactions_on_core_connections(postgresql: Engine, collecti
         audit.close()
 
     assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["committed"]]
+
+
+def test_the_read_before_a_statement_streams_and_locks_the_rows(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    three_clients(session)
+    reads: list[tuple[bool, str]] = []
+
+    @event.listens_for(session.get_bind(), "before_cursor_execute")
+    def note_reads(conn: Any, cursor: Any, statement: str, p: Any, context: Any, many: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            streamed = bool(context.execution_options.get("stream_results"))
+            reads.append((streamed, statement))
+
+    session.execute(update(Client).where(Client.name != "c").values(phone="2"))
+    session.commit()
+
+    before = reads[0]
+    assert before[0], "a read that may match any number of rows is streamed"
+    if session.get_bind().dialect.name == "postgresql":
+        assert "FOR UPDATE OF clients" in before[1]
+
+
+def test_the_rows_read_before_a_statement_stay_locked_until_it_runs(
+    postgresql: Engine, collection: Any
+) -> None:
+    audit = AuditLog(collection)
+    audit.track(Client)
+    with Session(postgresql) as session:
+        session.add(Client(name="a"))
+        session.commit()
+    seen_locked: list[bool] = []
+
+    @event.listens_for(postgresql, "before_cursor_execute")
+    def try_the_row(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith("UPDATE"):
+            return
+        with postgresql.connect() as other:  # what a concurrent writer would meet
+            try:
+                other.execute(text("SELECT id FROM clients FOR UPDATE NOWAIT"))
+                seen_locked.append(False)
+            except OperationalError:
+                seen_locked.append(True)
+
+    try:
+        with Session(postgresql) as session:
+            session.execute(update(Client).values(phone="1"))
+            session.commit()
+    finally:
+        event.remove(postgresql, "before_cursor_execute", try_the_row)
+        audit.close()
+
+    assert seen_locked == [True]
