@@ -44,14 +44,13 @@ class MongoWriter:
         self.collection = collection
         self.timeout = timeout
 
-    def write(self, documents: Sequence[Document], timeout: float | None = None) -> int:
-        """Insert ``documents`` within ``timeout`` seconds (the writer's by default); return
-        how many are confirmed in Mongo. Never raises."""
+    def write(self, documents: Sequence[Document]) -> int:
+        """Insert ``documents``; return how many are confirmed in Mongo. Never raises."""
         if not documents:
             return 0
         error: BaseException | None
         try:
-            with pymongo.timeout(self.timeout if timeout is None else timeout):
+            with pymongo.timeout(self.timeout):
                 confirmed, error = self._send(documents, may_repair=True)
         except Exception as exc:  # a driver or a stand-in raising something unexpected
             confirmed, error = 0, exc
@@ -115,12 +114,11 @@ def _warn_unsatisfied_write_concern(exc: BulkWriteError) -> None:
         )
 
 
-def log_not_attempted(count: int, timeout: float) -> None:
+def log_not_attempted(count: int) -> None:
     logger.error(
-        "audit_mongo: %d audit documents were not written: the commit's %.1f s for Mongo "
-        "ran out before they could be sent",
+        "audit_mongo: %d more audit documents of the same commit were not written: Mongo "
+        "took none of the batch before them",
         count,
-        timeout,
     )
 
 

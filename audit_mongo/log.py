@@ -8,7 +8,6 @@ waits for the commit, and the writer delivers one batch per commit (delivery).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from itertools import islice
@@ -243,18 +242,15 @@ class AuditLog:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
     def _deliver(self, row_changes: Iterable[RowChange], user_id: Any) -> None:
-        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time, all within
-        the log's one ``timeout``."""
+        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time, each write
+        within the log's ``timeout``. After a batch Mongo took none of (unreachable, timed
+        out), the rest are not tried, so an outage costs a commit one ``timeout``, not one
+        per batch."""
         if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
             user_id = self._actor.current()
         transaction_id, created_at = new_transaction_id(), commit_time()
-        deadline = time.monotonic() + self._writer.timeout
         changes = iter(row_changes)
         while batch := list(islice(changes, WRITE_BATCH)):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log_not_attempted(len(batch) + sum(1 for _ in changes), self._writer.timeout)
-                return
             try:
                 documents = build_documents(
                     batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at
@@ -262,4 +258,8 @@ class AuditLog:
             except Exception:
                 logger.exception("audit_mongo: %d audit documents could not be built", len(batch))
                 continue
-            self._writer.write(documents, timeout=remaining)
+            if self._writer.write(documents) == 0:
+                rest = sum(1 for _ in changes)
+                if rest:
+                    log_not_attempted(rest)
+                return

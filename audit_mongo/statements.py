@@ -165,7 +165,7 @@ def after(
         if not pending.readable:
             return
         if pending.action == "delete":
-            yield from _deletes(pending)
+            yield from _deletes(pending, result, connection)
         elif pending.action == "update":
             yield from _updates(pending, connection)
         elif pending.conflict is not None:
@@ -305,12 +305,24 @@ def _read_conflicting_rows(
 # -- after: what changed --------------------------------------------------------------------
 
 
-def _deletes(pending: PendingStatement) -> Iterator[tuple[RowKey, RowChange]]:
+def _deletes(
+    pending: PendingStatement, result: CursorResult[Any], connection: Connection
+) -> Iterator[tuple[RowKey, RowChange]]:
+    """The rows read before the DELETE, less any still there afterwards: criteria the ORM
+    adds only when compiling (a single-table subclass, ``with_loader_criteria``) can make
+    the statement delete fewer rows than its WHERE clause matched."""
+    read = len(pending.old_rows)
+    deleted = result.rowcount if result.rowcount is not None else -1
+    verify = 0 <= deleted < read
     for rows in pending.old_rows.chunks():
-        for key, values, _ in rows:
-            change = _change(pending, key, "delete", values, None)
-            if change is not None:
-                yield change
+        for chunk in reads.chunks(rows):
+            kept = _read_back(pending, [key for key, _, _ in chunk], connection) if verify else {}
+            for key, values, _ in chunk:
+                if kept and unpad(key, pending.target.padded) in kept:
+                    continue
+                change = _change(pending, key, "delete", values, None)
+                if change is not None:
+                    yield change
 
 
 def _updates(
@@ -375,20 +387,24 @@ def _creates(
             target.table_name,
             len(identified),
         )
-    new_rows = _read_back(pending, identified, connection) or {}
-    # In insertion order; a row whose stored key differs from the key the application gave
-    # (a TypeDecorator that rewrites it) is matched by the read, not by that key.
-    ordered = list(dict.fromkeys(unpad(k, target.padded) for k in identified))
-    for key in [*(k for k in ordered if k in new_rows), *(k for k in new_rows if k not in ordered)]:
-        change = _change(pending, key, "create", None, new_rows[key])
-        if change is not None:
-            yield change
+    # In insertion order, read back a chunk of keys at a time; a row whose stored key differs
+    # from the key the application gave (a TypeDecorator rewrites it) is matched by the read.
+    missing = 0
+    for chunk in reads.chunks(list(dict.fromkeys(unpad(k, target.padded) for k in identified))):
+        new_rows = _read_back(pending, chunk, connection) or {}
+        asked = set(chunk)
+        found = [k for k in chunk if k in new_rows] + [k for k in new_rows if k not in asked]
+        missing += len(chunk) - len(new_rows)
+        for key in found:
+            change = _change(pending, key, "create", None, new_rows[key])
+            if change is not None:
+                yield change
     # A joined subclass's base-table INSERT comes before its own table's: those rows are
     # read (and recorded) after the second statement.
-    if len(new_rows) < len(ordered) and target.selectable is target.table:
+    if missing > 0 and target.selectable is target.table:
         logger.warning(
             "audit_mongo: %d rows inserted into %s were not found again; they are not recorded",
-            len(ordered) - len(new_rows),
+            missing,
             target.table_name,
         )
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, with_loader_criteria
 
 from audit_mongo import AuditLog
 from tests.conftest import only, postgresql_engine, stored
@@ -36,6 +36,8 @@ from tests.models import (
     Client,
     Country,
     Device,
+    Employee,
+    Engineer,
     LegacyItem,
     Membership,
     Untracked,
@@ -680,3 +682,36 @@ def test_the_rows_read_before_a_statement_stay_locked_until_it_runs(
         audit.close()
 
     assert seen_locked == [True]
+
+
+def test_a_delete_with_criteria_added_when_compiling_records_only_deleted_rows(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    engineer = Engineer(name="eng")
+    session.add_all([Employee(name="plain"), engineer])
+    a, *_ = three_clients(session)
+    engineer_id = engineer.id
+    collection.delete_many({})
+
+    session.execute(delete(Engineer))  # the ORM adds "kind = 'engineer'" as it compiles
+    only_a = with_loader_criteria(Client, Client.id == a)
+    session.execute(delete(Client).options(only_a))
+    session.commit()
+
+    assert [(d["table_name"], d.get("entity"), d["object_id"]) for d in stored(collection)] == [
+        ("employees", "Engineer", engineer_id),
+        ("clients", None, a),
+    ]
+
+
+def test_a_large_bulk_insert_is_read_back_in_chunks(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    selects: list[int] = []
+    listen_for_selects(session, selects)
+
+    session.execute(insert(Client), [{"name": f"n{i}"} for i in range(2_500)])
+    session.commit()
+
+    assert collection.count_documents({"action": "create"}) == 2_500
+    assert len(selects) == 5  # 500 keys per read-back
