@@ -16,12 +16,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
+from .flush_reads import CHUNK  # one chunk size for every SELECT ... IN
 from .safe_reads import in_autocommit
 
 if TYPE_CHECKING:
     from .statements import StatementTarget
 
-CHUNK = 500
 Row = tuple[tuple[Any, ...], tuple[Any, ...]]
 
 
