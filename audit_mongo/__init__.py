@@ -4,13 +4,22 @@
 
     from audit_mongo import AuditLog
 
-    audit = AuditLog.from_uri("mongodb://localhost/app")   # "mongomock://" = in memory
+    audit = AuditLog.from_uri("mongodb://localhost/app", outbox=engine)  # or "mongomock://"
     audit.track(Client)
 """
 
+from .commit_delivery import AuditWriteError
+from .connect import AuditSetupError
 from .document import SCHEMA_VERSION
-from .log import AuditLog
+from .log import AuditLog, PendingInMemoryWarning
 
 __version__ = "0.1.0"
 
-__all__ = ["SCHEMA_VERSION", "AuditLog", "__version__"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuditLog",
+    "AuditSetupError",
+    "AuditWriteError",
+    "PendingInMemoryWarning",
+    "__version__",
+]

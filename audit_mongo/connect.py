@@ -1,11 +1,18 @@
-"""Open the audit collection named by a URI: ``mongodb://``, ``mongodb+srv://`` or ``mongomock://``."""
+"""Open the audit collection named by a URI (``mongodb://``, ``mongodb+srv://`` or
+``mongomock://``), and check at start-up that the server will take inserts into it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+import pymongo
 from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+logger = logging.getLogger("audit_mongo")
 
 DEFAULT_DATABASE = "audit"
 MEMORY_SCHEME = "mongomock"
@@ -34,3 +41,75 @@ def _memory_client(options: dict[str, Any]) -> Any:
             "mongomock:// needs the in-memory Mongo: pip install 'audit_mongo[memory]'"
         ) from exc
     return mongomock.MongoClient(**options)
+
+
+class AuditSetupError(Exception):
+    """The Mongo server refuses the audit collection: authentication or authorization."""
+
+
+UNAUTHORIZED_CODES = frozenset((13, 18))  # Unauthorized, AuthenticationFailed
+
+
+def check_collection(collection: Any, timeout: float) -> None:
+    """At start-up, make sure the server will take inserts into ``collection``.
+
+    An unreachable server only warns: the work waits in the outbox (or memory) until it is
+    back. A reachable one that refuses the credentials, or whose user may not insert into
+    the collection, raises ``AuditSetupError`` rather than growing a silent backlog. Only
+    pymongo collections are checked (mongomock and stand-ins have nothing to refuse).
+    """
+    if not isinstance(collection, Collection):
+        return
+    try:
+        with pymongo.timeout(timeout):
+            privileges = _insert_privileges(collection)
+    except ConnectionFailure as exc:
+        logger.warning(
+            "audit_mongo: Mongo is not reachable (%s); audit documents wait as pending work "
+            "until it is",
+            str(exc)[:300],
+        )
+        return
+    except OperationFailure as exc:
+        what = "credentials" if exc.code in UNAUTHORIZED_CODES else "namespace"
+        raise AuditSetupError(
+            f"Mongo refused the audit log's {what} for {collection.full_name} "
+            f"(code {exc.code}): {str(exc)[:300]}"
+        ) from exc
+    if privileges is not None and not _may_insert(privileges, collection):
+        raise AuditSetupError(
+            f"the Mongo user may not insert into {collection.full_name}: grant it the insert "
+            "action on that collection (see the README's insert-only role)"
+        )
+
+
+def _insert_privileges(collection: Collection[Any]) -> list[dict[str, Any]] | None:
+    """The authenticated user's privileges; None when the server does not enforce access
+    control. ``listCollections`` with ``authorizedCollections`` is allowed to any
+    authenticated user and refused (code 13) to an unauthenticated one where auth is on."""
+    database = collection.database
+    database.command(
+        {
+            "listCollections": 1,
+            "nameOnly": True,
+            "authorizedCollections": True,
+            "filter": {"name": collection.name},
+        }
+    )
+    status = database.command({"connectionStatus": 1, "showPrivileges": True})
+    auth = status.get("authInfo", {})
+    if not auth.get("authenticatedUsers"):
+        return None
+    return list(auth.get("authenticatedUserPrivileges", []))
+
+
+def _may_insert(privileges: list[dict[str, Any]], collection: Collection[Any]) -> bool:
+    database, name = collection.database.name, collection.name
+    for privilege in privileges:
+        resource = privilege.get("resource", {})
+        matches = resource.get("anyResource") or (
+            resource.get("db") in ("", database) and resource.get("collection") in ("", name)
+        )
+        if matches and "insert" in privilege.get("actions", []):
+            return True
+    return False

@@ -24,21 +24,30 @@ from .changes import RowChange, RowKey
 from .frame import Frame
 from .safe_reads import in_autocommit
 
-CommitHandler = Callable[[Iterable[RowChange], Any], None]
+CommitHandler = Callable[[Iterable[RowChange], Any, Any], None]
+SealHandler = Callable[[Connection, Iterable[RowChange], Any], Any]
 
 
 class ConnectionTransactions:
     """Frames of Core connections, and the changes of commits not yet known to be durable."""
 
-    def __init__(self, capture_context: Callable[[], Any], on_commit: CommitHandler) -> None:
+    def __init__(
+        self,
+        capture_context: Callable[[], Any],
+        seal: SealHandler,
+        on_commit: CommitHandler,
+        on_abandon: Callable[[Any], None],
+    ) -> None:
         self._capture_context = capture_context
+        self._seal = seal
         self._on_commit = on_commit
+        self._on_abandon = on_abandon
         self._frames: weakref.WeakKeyDictionary[Connection, list[Frame]] = (
             weakref.WeakKeyDictionary()
         )
         # Committed, not yet known to be durable, by id() of the DBAPI connection; the entry
         # holds that connection, so the id cannot be reused by another while it waits.
-        self._committing: dict[int, tuple[Any, Frame, Any]] = {}
+        self._committing: dict[int, tuple[Any, Frame, Any, Any]] = {}
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = [
             (Engine, "savepoint", self._savepoint),
             (Engine, "release_savepoint", self._release_savepoint),
@@ -71,7 +80,7 @@ class ConnectionTransactions:
         if in_autocommit(connection):  # the statement committed as it ran
             committed = Frame()
             committed.record_all(changes, may_move)
-            self._deliver_frame(committed, self._capture_context())
+            self._deliver_frame(committed, self._capture_context(), None)
             return
         frames = self._frames.setdefault(connection, [Frame()])
         frames[-1].record_all(changes, may_move)
@@ -94,21 +103,27 @@ class ConnectionTransactions:
         for frame in self._frames.pop(connection, []):
             frame.close()
 
-    def _commit(self, connection: Connection) -> None:
+    def _commit(self, connection: Connection, seal: bool = True) -> None:
         frames = self._frames.pop(connection, None)
         if not frames:
             return
         root = frames[0]
         for frame in frames[1:]:  # savepoints still open are committed with the root
             root.absorb(frame)
-        if root:
-            dbapi = _dbapi(connection)
-            self._committing[id(dbapi)] = (dbapi, root, self._capture_context())
-        else:
+        if not root:
             root.close()
+            return
+        context = self._capture_context()
+        try:
+            sealed = self._seal(connection, root.changes(), context) if seal else None
+        except BaseException:
+            root.close()
+            raise
+        dbapi = _dbapi(connection)
+        self._committing[id(dbapi)] = (dbapi, root, context, sealed)
 
     def _commit_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
-        self._commit(connection)
+        self._commit(connection, seal=False)  # after PREPARE: no statement may run
 
     def _rollback_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
         self._rollback(connection)
@@ -130,23 +145,25 @@ class ConnectionTransactions:
             failed = self._take(_dbapi(connection))  # the COMMIT itself failed
             if failed is not None:
                 failed[0].close()
+                if failed[2] is not None:
+                    self._on_abandon(failed[2])
 
-    def _take(self, dbapi_connection: Any) -> tuple[Frame, Any] | None:
+    def _take(self, dbapi_connection: Any) -> tuple[Frame, Any, Any] | None:
         entry = self._committing.get(id(dbapi_connection))
         if entry is None or entry[0] is not dbapi_connection:
             return None
         del self._committing[id(dbapi_connection)]
-        return entry[1], entry[2]
+        return entry[1], entry[2], entry[3]
 
     def _deliver(self, dbapi_connection: Any) -> None:
         committed = self._take(dbapi_connection)
         if committed is not None:
             self._deliver_frame(*committed)
 
-    def _deliver_frame(self, frame: Frame, context: Any) -> None:
+    def _deliver_frame(self, frame: Frame, context: Any, sealed: Any) -> None:
         try:
             if frame:
-                self._on_commit(frame.changes(), context)
+                self._on_commit(frame.changes(), context, sealed)
         finally:
             frame.close()
 

@@ -13,6 +13,11 @@ Field names are fixed; they are what people query from the Mongo shell::
       "transaction_id": "0b6f...",     # the same for every document of one commit
       "schema_version": 1
     }
+
+In strict mode a document is written before its transaction commits; if that commit then
+fails, a "void" document with the same table, row and transaction follows it::
+
+    {"action": "void", "voids": ObjectId(<the written document's _id>), "changes": {}, ...}
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 
@@ -137,3 +142,44 @@ def changes_field(change: RowChange) -> dict[str, dict[str, list[Any]]]:
     for name, (added, deleted) in change.collections.items():
         field[name] = {"added": list(added), "deleted": list(deleted)}
     return field
+
+
+class Written(NamedTuple):
+    """What a void document needs of a document written before a commit that then failed."""
+
+    id: Any
+    table_name: str
+    object_id: Any
+    user_id: Any
+    transaction_id: str
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> Written:
+        return cls(
+            document["_id"],
+            document["table_name"],
+            document["object_id"],
+            document["current_user_id"],
+            document["transaction_id"],
+        )
+
+
+def build_voids(written: Iterable[Written], created_at: dt.datetime) -> list[dict[str, Any]]:
+    """One "void" document per written document, saying its change never committed."""
+    items = list(written)
+    ids = _object_ids.take(len(items))
+    return [
+        {
+            "_id": next(ids),
+            "current_user_id": item.user_id,
+            "action": "void",
+            "table_name": item.table_name,
+            "object_id": item.object_id,
+            "changes": {},
+            "created_at": created_at,
+            "transaction_id": item.transaction_id,
+            "schema_version": SCHEMA_VERSION,
+            "voids": item.id,
+        }
+        for item in items
+    ]

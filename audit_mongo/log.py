@@ -7,14 +7,15 @@ waits for the commit, and the writer delivers one batch per commit (delivery).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import warnings
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
-from itertools import islice
 from typing import Any
 
 from pymongo.write_concern import WriteConcern
-from sqlalchemy import event, inspect
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.state import InstanceState
@@ -22,11 +23,13 @@ from sqlalchemy.orm.state import InstanceState
 from . import capture
 from .actor import Actor
 from .changes import Action, RowChange, RowKey
-from .connect import open_collection
+from .commit_delivery import CommitDelivery
+from .connect import check_collection, open_collection
 from .connection_transaction import ConnectionTransactions
-from .delivery import MongoWriter, log_not_attempted
-from .document import build_documents, commit_time, new_transaction_id
+from .delivery import MongoWriter
 from .indexes import ensure_indexes
+from .outbox import DEFAULT_TABLE as DEFAULT_OUTBOX_TABLE
+from .outbox import Outbox
 from .statement_events import StatementEvents
 from .tracking import Tracking
 from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
@@ -34,7 +37,15 @@ from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
 logger = logging.getLogger("audit_mongo")
 
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
-WRITE_BATCH = 1000  # documents per insert_many: a 100,000-row commit is never built at once
+MEMORY_WARNING = (
+    "AuditLog without an outbox: audit documents Mongo cannot take when their transaction "
+    "commits wait in this process's memory, and a crash loses them. Pass "
+    "outbox=<your Engine> to keep them in your database instead."
+)
+
+
+class PendingInMemoryWarning(UserWarning):
+    """An ``AuditLog`` keeps pending documents in memory, where a crash loses them."""
 
 
 class AuditLog:
@@ -61,6 +72,17 @@ class AuditLog:
     :param core_statements: also record INSERT / UPDATE / DELETE statements on tracked
         tables run on connections no ``Session`` owns (``engine.begin()``,
         ``engine.connect()``). Statements run through a session are always recorded.
+    :param retention: how long documents are kept; ``ensure_indexes()`` then creates a TTL
+        index on ``created_at`` that makes MongoDB delete older ones. Kept forever by default.
+    :param outbox: an ``Engine`` on the application's database. Documents are inserted into
+        its ``outbox_table`` by the transaction they describe, so a crash or a Mongo outage
+        after the commit loses nothing; without it, documents Mongo did not take wait in
+        memory (and a warning says so).
+    :param strict: write documents to Mongo before the SQL commit; if Mongo does not take
+        them, ``commit()`` raises ``AuditWriteError`` and nothing is committed.
+    :param background: write after-commit documents from a background thread, in batches of
+        up to ``batch_size`` gathered for at most ``max_delay`` seconds, through a queue of at
+        most ``queue_size`` documents.
     """
 
     def __init__(
@@ -71,11 +93,33 @@ class AuditLog:
         timeout: float = 2.0,
         write_concern: WriteConcern | None = None,
         core_statements: bool = False,
+        retention: dt.timedelta | None = None,
+        outbox: Engine | None = None,
+        outbox_table: str = DEFAULT_OUTBOX_TABLE,
+        strict: bool = False,
+        background: bool = False,
+        queue_size: int = 10_000,
+        batch_size: int = 1000,
+        max_delay: float = 0.05,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.collection = collection
+        self.retention = retention
         self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)
+        check_collection(collection, timeout)
+        self.outbox = Outbox(outbox, outbox_table) if outbox is not None else None
+        if self.outbox is not None:
+            self.outbox.create()
+        elif not strict:
+            warnings.warn(PendingInMemoryWarning(MEMORY_WARNING), stacklevel=2)
+        options = {"max_documents": queue_size, "batch_size": batch_size, "max_delay": max_delay}
+        self._delivery = CommitDelivery(
+            self._writer,
+            outbox=self.outbox,
+            strict=strict,
+            background=options if background else None,
+        )
         self._actor = Actor()
         self._tracking = Tracking(
             exclude,
@@ -93,10 +137,18 @@ class AuditLog:
         self._buffer = TransactionBuffer(
             collect=self._collect,
             capture_context=self._actor.current,
-            on_commit=lambda session, changes, user_id: self._deliver(changes, user_id),
+            seal=self._seal,
+            on_commit=lambda session, changes, user_id, sealed: self._committed(
+                changes, user_id, sealed
+            ),
+            on_abandon=self._delivery.abandoned,
         )
         self._connections = (
-            ConnectionTransactions(self._actor.current, self._deliver) if core_statements else None
+            ConnectionTransactions(
+                self._actor.current, self._seal, self._committed, self._delivery.abandoned
+            )
+            if core_statements
+            else None
         )
         self._statements = StatementEvents(self._tracking, self._buffer, self._connections)
         self._client: Any = None
@@ -140,7 +192,7 @@ class AuditLog:
 
     def ensure_indexes(self) -> list[str]:
         """Create the indexes the log's queries use; safe to call at every start."""
-        return ensure_indexes(self.collection)
+        return ensure_indexes(self.collection, retention=self.retention)
 
     def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
         """Record changes to ``model``'s rows; a declarative base tracks every mapped subclass.
@@ -177,8 +229,31 @@ class AuditLog:
         self._tracking.close()
         if self._connections is not None:
             self._connections.close()
+        self._delivery.close()
         if self._client is not None:
             self._client.close()
+
+    # -- delivery ------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many committed documents await delivery to Mongo: in the outbox (written by
+        any process), in this process's memory, or queued for its background writer."""
+        return self._delivery.pending()
+
+    def deliver_pending(self) -> int:
+        """Send pending documents to Mongo, oldest first; return how many are now confirmed
+        there (documents already there count: they were delivered before).
+
+        Safe to run from several processes at once: each document keeps the ``_id`` it was
+        built with, so Mongo stores it once, and on PostgreSQL each outbox row is taken by
+        one process (``FOR UPDATE SKIP LOCKED``).
+        """
+        return self._delivery.deliver_pending()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the background writer has written what is queued (True), or until
+        ``timeout`` seconds have passed (False). Without a background writer, True."""
+        return self._delivery.flush(timeout)
 
     def uncommitted_changes(self, session: Session) -> list[RowChange]:
         """Changes captured in ``session`` that its transaction has not committed yet."""
@@ -241,25 +316,13 @@ class AuditLog:
     ) -> Iterable[tuple[RowKey, RowChange]]:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
-    def _deliver(self, row_changes: Iterable[RowChange], user_id: Any) -> None:
-        """Write a committed transaction's documents, ``WRITE_BATCH`` at a time, each write
-        within the log's ``timeout``. After a batch Mongo took none of (unreachable, timed
-        out), the rest are not tried, so an outage costs a commit one ``timeout``, not one
-        per batch."""
-        if user_id is NOT_CAPTURED:  # changes flushed by another before_commit listener
-            user_id = self._actor.current()
-        transaction_id, created_at = new_transaction_id(), commit_time()
-        changes = iter(row_changes)
-        while batch := list(islice(changes, WRITE_BATCH)):
-            try:
-                documents = build_documents(
-                    batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at
-                )
-            except Exception:
-                logger.exception("audit_mongo: %d audit documents could not be built", len(batch))
-                continue
-            if self._writer.write(documents) == 0:
-                rest = sum(1 for _ in changes)
-                if rest:
-                    log_not_attempted(rest)
-                return
+    def _seal(self, connection: Connection, changes: Iterable[RowChange], user_id: Any) -> Any:
+        return self._delivery.seal(connection, changes, self._user(user_id))
+
+    def _committed(self, changes: Iterable[RowChange], user_id: Any, sealed: Any) -> None:
+        self._delivery.committed(changes, self._user(user_id), sealed)
+
+    def _user(self, captured: Any) -> Any:
+        if captured is NOT_CAPTURED:  # changes flushed by another before_commit listener
+            return self._actor.current()
+        return captured

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.state import InstanceState
 
@@ -27,7 +27,8 @@ from .changes import RowChange, RowKey
 from .flush_reads import OldValueReader
 from .frame import Frame
 
-CommitHandler = Callable[[Session, Iterable[RowChange], Any], None]
+CommitHandler = Callable[[Session, Iterable[RowChange], Any, Any], None]
+SealHandler = Callable[[Connection, Iterable[RowChange], Any], Any]
 NOT_CAPTURED: Any = object()
 FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, RowChange]]]
 
@@ -35,7 +36,7 @@ FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, Row
 class SessionBuffer:
     """What one audit log has captured in one session and not yet delivered."""
 
-    __slots__ = ("context", "dialect", "frames", "noted", "noted_tables", "reader")
+    __slots__ = ("context", "dialect", "frames", "noted", "noted_tables", "reader", "sealed")
 
     def __init__(self) -> None:
         self.dialect: Dialect | None = None  # of the flush's connection, for TypeDecorators
@@ -44,6 +45,7 @@ class SessionBuffer:
         self.reader = OldValueReader()  # old values read from the database in this flush
         self.frames: dict[SessionTransaction, Frame] = {}
         self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
+        self.sealed: Any = None  # what seal() did just before the COMMIT
 
     def record_all(
         self,
@@ -82,18 +84,25 @@ class TransactionBuffer:
     ``collect`` turns the instances noted during a flush into row changes.
     ``capture_context`` is called as a root transaction starts to commit, while the session
     can still run SQL (a ``user_loader`` may need to load the current user);
-    ``on_commit`` receives the net changes and that context once the database has committed.
+    ``seal`` receives the net changes and that context just before the root transaction's
+    COMMIT reaches the database (it may raise to stop the commit); ``on_commit`` receives
+    them, and what ``seal`` returned, once the database has committed; ``on_abandon`` gets
+    what ``seal`` returned when the COMMIT then failed.
     """
 
     def __init__(
         self,
         collect: FlushCollector,
         capture_context: Callable[[], Any],
+        seal: SealHandler,
         on_commit: CommitHandler,
+        on_abandon: Callable[[Any], None],
     ) -> None:
         self._collect = collect
         self._capture_context = capture_context
+        self._seal = seal
         self._on_commit = on_commit
+        self._on_abandon = on_abandon
         self._listeners: list[tuple[str, Callable[..., None]]] = [
             ("before_commit", self._before_commit),
             ("before_flush", self._before_flush),
@@ -104,13 +113,23 @@ class TransactionBuffer:
             ("after_begin", self._after_begin),
         ]
         self._owners: weakref.WeakKeyDictionary[Connection, Session] = weakref.WeakKeyDictionary()
+        self._engine_listeners: list[tuple[str, Callable[..., None]]] = [
+            ("commit", self._connection_commit),
+            # Two-phase: after PREPARE no statement may run, so the outbox insert goes first.
+            ("prepare_twophase", self._connection_commit),
+        ]
         for name, listener in self._listeners:
             event.listen(Session, name, listener)
+        for name, listener in self._engine_listeners:
+            event.listen(Engine, name, listener)
 
     def close(self) -> None:
         for name, listener in self._listeners:
             if event.contains(Session, name, listener):
                 event.remove(Session, name, listener)
+        for name, listener in self._engine_listeners:
+            if event.contains(Engine, name, listener):
+                event.remove(Engine, name, listener)
 
     def buffer(self, session: Session) -> SessionBuffer:
         """This log's buffer for ``session``, created on first use."""
@@ -183,6 +202,18 @@ class TransactionBuffer:
         buffer.noted.clear()
         buffer.noted_tables.clear()
 
+    def _connection_commit(self, connection: Connection, *_: Any) -> None:
+        # Core's commit event: the session's savepoints are released and its last flush is
+        # done, the COMMIT is next. With several connections (binds), the first one seals.
+        session = self.owner(connection)
+        buffer: SessionBuffer | None = session.info.get(self) if session is not None else None
+        if session is None or buffer is None or buffer.sealed is not None:
+            return
+        root = session.get_transaction()
+        frame = buffer.frames.get(root) if root is not None else None
+        if frame:
+            buffer.sealed = self._seal(connection, frame.changes(), buffer.context)
+
     def _after_commit(self, session: Session) -> None:
         buffer: SessionBuffer | None = session.info.get(self)
         if buffer is None:
@@ -193,11 +224,12 @@ class TransactionBuffer:
             return
         root = session.get_transaction()
         frame = buffer.frames.pop(root, None) if root is not None else None
+        sealed, buffer.sealed = buffer.sealed, None
         if frame is None:
             return
         try:
             if frame:
-                self._on_commit(session, frame.changes(), buffer.context)
+                self._on_commit(session, frame.changes(), buffer.context, sealed)
         finally:
             frame.close()
 
@@ -207,6 +239,8 @@ class TransactionBuffer:
             return
         if transaction.parent is None:
             del session.info[self]
+            if buffer.sealed is not None:  # sealed, then the COMMIT failed
+                self._on_abandon(buffer.sealed)
             for leftover in buffer.frames.values():  # a rolled-back transaction's
                 leftover.close()
         elif transaction.nested:

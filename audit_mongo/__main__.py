@@ -1,0 +1,7 @@
+"""``python -m audit_mongo``: the ``audit-mongo`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The transactional outbox: a table in the application's database holding the audit
+documents of committed transactions until Mongo has confirmed them.
+
+A transaction's documents are inserted into it by the transaction itself, just before its
+COMMIT, so they are committed (or rolled back) with the changes they describe: a crash after
+the commit loses nothing. One row holds up to 1,000 documents as concatenated BSON with
+their ``_id`` fixed, and is deleted once Mongo has confirmed every one of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import URL, Connection
+
+from .encoding import Document, decode_all, encode_all
+from .pending import Claim, PendingBatch
+
+logger = logging.getLogger("audit_mongo")
+
+DEFAULT_TABLE = "audit_mongo_outbox"
+ROWS_PER_CLAIM = 100
+STORE_CHUNK = 1000  # documents per outbox row
+
+
+class Outbox:
+    """Pending audit documents in a table of ``engine``'s database.
+
+    ``create()`` creates the table if it is missing; ``table`` is its definition, for
+    migrations (e.g. Alembic) that manage the schema themselves.
+    """
+
+    def __init__(self, engine: Engine, table_name: str = DEFAULT_TABLE) -> None:
+        if not isinstance(engine, Engine):
+            raise TypeError(
+                "outbox must be a synchronous sqlalchemy Engine on the application's database "
+                "(for an AsyncEngine, pass create_engine() of the same database with a sync "
+                f"driver, or async_engine.sync_engine); got {type(engine).__name__}"
+            )
+        self.engine = engine
+        self.table = Table(
+            table_name,
+            MetaData(),
+            Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+            Column("created_at", DateTime(timezone=True), nullable=False),
+            Column("document_count", Integer, nullable=False),
+            Column("documents", LargeBinary, nullable=False),
+        )
+
+    def create(self) -> None:
+        self.table.create(self.engine, checkfirst=True)
+
+    def holds(self, connection: Connection) -> bool:
+        """Whether ``connection`` writes to the outbox's database, so that the outbox rows
+        can join its transaction."""
+        engine = connection.engine
+        if engine.pool is self.engine.pool:
+            return True
+        identity = _database(engine.url)
+        return identity is not None and identity == _database(self.engine.url)
+
+    def insert(self, connection: Connection, data: bytes, count: int) -> int:
+        """Add one row of ``count`` encoded documents in ``connection``'s transaction."""
+        result = connection.execute(
+            insert(self.table).values(
+                created_at=dt.datetime.now(dt.timezone.utc), document_count=count, documents=data
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def store(self, documents: Sequence[Document]) -> None:
+        """Keep ``documents`` in a transaction of the outbox's own."""
+        with self.engine.begin() as connection:
+            for start in range(0, len(documents), STORE_CHUNK):
+                chunk, data = encode_all(documents[start : start + STORE_CHUNK])
+                self.insert(connection, data, len(chunk))
+
+    def forget(self, keys: Sequence[int]) -> None:
+        """Delete delivered rows. A failure is logged: the rows are then delivered again,
+        as duplicates Mongo recognises."""
+        if not keys:
+            return
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(self.table).where(self.table.c.id.in_(keys)))
+        except Exception:
+            logger.exception(
+                "audit_mongo: %d delivered outbox rows could not be deleted; they will be "
+                "delivered again and recognised as already there",
+                len(keys),
+            )
+
+    def count(self) -> int:
+        total = func.coalesce(func.sum(self.table.c.document_count), 0)
+        with self.engine.connect() as connection:
+            return int(connection.scalar(select(total)) or 0)
+
+    @contextmanager
+    def claim(self, after: int, limit: int) -> Iterator[Claim]:
+        """The oldest rows after ``after``, about ``limit`` documents, locked (where the
+        database can) so that another process delivering at the same time skips them."""
+        columns = self.table.c
+        query = (
+            select(columns.id, columns.document_count, columns.documents)
+            .where(columns.id > after)
+            .order_by(columns.id)
+            .limit(ROWS_PER_CLAIM)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as connection:
+            claim = Claim(_batches(connection.execute(query), limit))
+            yield claim
+            if claim.delivered:
+                connection.execute(delete(self.table).where(columns.id.in_(claim.delivered)))
+
+
+def _batches(rows: Any, limit: int) -> list[PendingBatch]:
+    batches: list[PendingBatch] = []
+    size = 0
+    for key, count, data in rows:
+        if batches and size + count > limit:
+            break
+        batches.append(PendingBatch(key, decode_all(data)))
+        size += count
+    return batches
+
+
+def _database(url: URL) -> tuple[Any, ...] | None:
+    """What names a database whatever the driver; None when only the pool can tell."""
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return (url.get_backend_name(), url.host, url.port, url.database, url.username)

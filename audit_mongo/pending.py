@@ -1,0 +1,134 @@
+"""Pending work: documents that are committed in SQL but not yet confirmed in Mongo.
+
+Two stores keep them: the ``Outbox`` (a table in the application's database, durable, shared
+by every process) and ``MemoryPending`` (this process only, lost if it dies). Both hand out
+batches through ``claim()``, and ``deliver_pending`` drains either one the same way: each
+batch is sent with the ``_id`` it was built with, so a batch delivered twice (two processes,
+or a crash after the write and before the batch was forgotten) is stored once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .delivery import MongoWriter
+from .encoding import Document
+
+logger = logging.getLogger("audit_mongo")
+
+CLAIM_DOCUMENTS = 1000  # documents sent per insert_many while draining
+
+
+@dataclass
+class Parcel:
+    """Documents of one commit on their way to Mongo, and the outbox rows that hold them
+    until Mongo confirms them (none when they are only in memory)."""
+
+    documents: list[Document]
+    outbox_keys: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PendingBatch:
+    """Documents stored together (one commit's, or part of a large one's)."""
+
+    key: int
+    documents: list[Document]
+
+
+@dataclass
+class Claim:
+    """Batches taken for delivery; those listed in ``delivered`` are forgotten afterwards."""
+
+    batches: list[PendingBatch]
+    delivered: list[int] = field(default_factory=list)
+
+
+class PendingStore(Protocol):
+    def store(self, documents: Sequence[Document]) -> None: ...
+
+    def count(self) -> int: ...
+
+    def claim(self, after: int, limit: int) -> AbstractContextManager[Claim]: ...
+
+
+class MemoryPending:
+    """Pending documents in this process's memory, oldest first. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: dict[int, list[Document]] = {}
+        self._keys = itertools.count(1)
+
+    def store(self, documents: Sequence[Document]) -> None:
+        if documents:
+            with self._lock:
+                self._batches[next(self._keys)] = list(documents)
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(documents) for documents in self._batches.values())
+
+    @contextmanager
+    def claim(self, after: int, limit: int) -> Iterator[Claim]:
+        with self._lock:
+            claim = Claim(_first_batches(self._batches.items(), after, limit))
+        yield claim
+        with self._lock:
+            for key in claim.delivered:
+                self._batches.pop(key, None)
+
+
+def _first_batches(
+    batches: Iterable[tuple[int, list[Document]]], after: int, limit: int
+) -> list[PendingBatch]:
+    taken: list[PendingBatch] = []
+    size = 0
+    for key, documents in batches:
+        if key <= after:
+            continue
+        if taken and size + len(documents) > limit:
+            break
+        taken.append(PendingBatch(key, documents))
+        size += len(documents)
+    return taken
+
+
+def deliver_pending(store: PendingStore, writer: MongoWriter, limit: int | None = None) -> int:
+    """Send ``store``'s documents, oldest first, forgetting each batch Mongo confirmed whole.
+
+    Returns how many documents are now confirmed (duplicates already there included). Stops
+    after a round Mongo confirmed none of, and passes over each batch once, so a document
+    Mongo keeps rejecting (a validator, say) stays pending without stalling the rest.
+    ``limit`` stops after about that many documents.
+    """
+    confirmed = 0
+    after = 0
+    while limit is None or confirmed < limit:
+        with store.claim(after, CLAIM_DOCUMENTS) as claim:
+            if not claim.batches:
+                break
+            sent = _send(claim, writer)
+            after = claim.batches[-1].key
+        confirmed += sent
+        if sent == 0:
+            break
+    return confirmed
+
+
+def _send(claim: Claim, writer: MongoWriter) -> int:
+    documents = [document for batch in claim.batches for document in batch.documents]
+    failed = writer.send(documents).failed
+    start = 0
+    for batch in claim.batches:
+        end = start + len(batch.documents)
+        if not any(position in failed for position in range(start, end)):
+            claim.delivered.append(batch.key)
+        start = end
+    return len(documents) - len(failed)
