@@ -39,8 +39,8 @@ logger = logging.getLogger("audit_mongo")
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
 MEMORY_WARNING = (
     "AuditLog without an outbox: audit documents Mongo cannot take when their transaction "
-    "commits wait in this process's memory, and a crash loses them. Pass "
-    "outbox=<your Engine> to keep them in your database instead."
+    "commits (in strict mode: void documents) wait in this process's memory, and a crash "
+    "loses them. Pass outbox=<your Engine> to keep them in your database instead."
 )
 
 
@@ -111,7 +111,7 @@ class AuditLog:
         self.outbox = Outbox(outbox, outbox_table) if outbox is not None else None
         if self.outbox is not None:
             self.outbox.create()
-        elif not strict:
+        else:
             warnings.warn(PendingInMemoryWarning(MEMORY_WARNING), stacklevel=2)
         options = {"max_documents": queue_size, "batch_size": batch_size, "max_delay": max_delay}
         self._delivery = CommitDelivery(
