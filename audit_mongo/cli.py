@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any, TypeAlias
 
 from sqlalchemy import create_engine
 
@@ -26,6 +27,9 @@ from .outbox import DEFAULT_TABLE
 
 EXIT_DELIVERED = 0
 EXIT_PENDING = 1  # documents are left pending: Mongo refused or is unreachable
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,9 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     environ = os.environ.get
     deliver.add_argument("--mongo-uri", default=environ("AUDIT_MONGO_URI"))
-    deliver.add_argument(
-        "--collection", default=environ("AUDIT_MONGO_COLLECTION", "user_logs")
-    )
+    deliver.add_argument("--collection", default=environ("AUDIT_MONGO_COLLECTION", "user_logs"))
     deliver.add_argument("--database", default=None, help="default: the URI's, else 'audit'")
     deliver.add_argument(
         "--outbox-url",
@@ -60,11 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLAlchemy URL of the application's database",
     )
     deliver.add_argument("--outbox-table", default=DEFAULT_TABLE)
-    deliver.add_argument("--timeout", type=float, default=5.0, help="seconds per Mongo write")
+    deliver.add_argument("--timeout", type=_positive, default=5.0, help="seconds per Mongo write")
     deliver.add_argument("--watch", action="store_true", help="keep delivering until stopped")
-    deliver.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    deliver.add_argument("--interval", type=_positive, default=5.0, help="seconds between rounds")
     deliver.set_defaults(run=_deliver)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _deliver(arguments: argparse.Namespace) -> int:
@@ -78,8 +90,7 @@ def _deliver(arguments: argparse.Namespace) -> int:
         timeout=arguments.timeout,
     )
     stop = threading.Event()
-    if arguments.watch:
-        _stop_on_signals(stop)
+    previous = _stop_on_signals(stop) if arguments.watch else {}
     try:
         while True:
             delivered = audit.deliver_pending()
@@ -91,16 +102,30 @@ def _deliver(arguments: argparse.Namespace) -> int:
             if stop.wait(arguments.interval):
                 return EXIT_DELIVERED
     finally:
-        audit.close()
-        engine.dispose()
+        try:
+            audit.close()
+            engine.dispose()
+        finally:
+            _restore_signals(previous)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event) -> dict[int, Handler]:
+    """Make SIGINT and SIGTERM set ``stop``; return the handlers they had."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # Not stop.set() here: the handler runs in the main thread, which may be inside
+        # stop.wait() holding the event's lock.
+        threading.Thread(target=stop.set).start()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def _restore_signals(previous: dict[int, Handler]) -> None:
+    """Put back the handlers ``_stop_on_signals`` replaced, so that a caller of ``main()``
+    (an application, a test run) keeps its own Ctrl-C handling."""
+    for signum, handler in previous.items():
+        # None: the handler was not installed from Python; the default is the closest.
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pymongo
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 
 logger = logging.getLogger("audit_mongo")
 
@@ -47,16 +47,19 @@ class AuditSetupError(Exception):
     """The Mongo server refuses the audit collection: authentication or authorization."""
 
 
-UNAUTHORIZED_CODES = frozenset((13, 18))  # Unauthorized, AuthenticationFailed
+# Unauthorized, AuthenticationFailed, Atlas's "bad auth"
+CREDENTIAL_CODES = frozenset((13, 18, 8000))
+NAMESPACE_CODES = frozenset((73,))  # InvalidNamespace
 
 
 def check_collection(collection: Any, timeout: float) -> None:
     """At start-up, make sure the server will take inserts into ``collection``.
 
-    An unreachable server only warns: the work waits in the outbox (or memory) until it is
-    back. A reachable one that refuses the credentials, or whose user may not insert into
-    the collection, raises ``AuditSetupError`` rather than growing a silent backlog. Only
-    pymongo collections are checked (mongomock and stand-ins have nothing to refuse).
+    An unreachable server, or one too slow to answer within ``timeout``, only warns: the
+    work waits in the outbox (or memory) until it is back. A reachable one that refuses the
+    credentials, or whose user may not insert into the collection, raises
+    ``AuditSetupError`` rather than growing a silent backlog. Only pymongo collections are
+    checked (mongomock and stand-ins have nothing to refuse).
     """
     if not isinstance(collection, Collection):
         return
@@ -70,8 +73,22 @@ def check_collection(collection: Any, timeout: float) -> None:
             str(exc)[:300],
         )
         return
+    except ExecutionTimeout as exc:  # reachable but slow (code 50): nothing was refused
+        logger.warning(
+            "audit_mongo: Mongo did not answer the start-up check within %s s (%s); audit "
+            "documents wait as pending work while it is too slow",
+            timeout,
+            str(exc)[:300],
+        )
+        return
     except OperationFailure as exc:
-        what = "credentials" if exc.code in UNAUTHORIZED_CODES else "namespace"
+        what = (
+            "credentials"
+            if exc.code in CREDENTIAL_CODES
+            else "namespace"
+            if exc.code in NAMESPACE_CODES
+            else "collection"
+        )
         raise AuditSetupError(
             f"Mongo refused the audit log's {what} for {collection.full_name} "
             f"(code {exc.code}): {str(exc)[:300]}"

@@ -27,7 +27,7 @@ from .commit_delivery import CommitDelivery
 from .connect import check_collection, open_collection
 from .connection_transaction import ConnectionTransactions
 from .delivery import MongoWriter
-from .indexes import ensure_indexes
+from .indexes import ensure_indexes, retention_seconds
 from .outbox import DEFAULT_TABLE as DEFAULT_OUTBOX_TABLE
 from .outbox import Outbox
 from .statement_events import StatementEvents
@@ -104,6 +104,7 @@ class AuditLog:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
+        retention_seconds(retention)  # a bad retention fails here, not at ensure_indexes()
         self.collection = collection
         self.retention = retention
         self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)

@@ -38,6 +38,7 @@ def main() -> None:
     audit = AuditLog.from_uri(
         os.environ.get("AUDIT_MONGO_URI", "mongomock://"),
         os.environ.get("AUDIT_MONGO_COLLECTION", "user_logs"),
+        outbox=engine,  # documents commit with the data: a Mongo outage or a crash loses none
     )
     audit.ensure_indexes()
     audit.track(Client)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import create_engine, delete, insert, update
+from sqlalchemy import create_engine, delete, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -100,3 +100,52 @@ def test_async_session_records_what_a_sync_session_records(
     ]
     assert from_sync[1][3]["budget"] == {"added": [2], "deleted": []}
     assert comparable(collection) == from_sync
+
+
+class RefusesAndLooksAtTheOutbox:
+    """Refuses every write, noting how many outbox rows exist when the write is tried."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.outbox_rows: list[int] = []
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> None:
+        from pymongo.errors import OperationFailure
+
+        with self.engine.connect() as conn:
+            self.outbox_rows.append(conn.scalar(text("SELECT count(*) FROM audit_mongo_outbox")))
+        raise OperationFailure("not authorized", code=13)
+
+
+def test_an_async_session_writes_its_outbox_rows_in_its_own_transaction(
+    tmp_path: Any, collection: Any
+) -> None:
+    path = tmp_path / "async.db"
+    sync_engine = create_engine(f"sqlite:///{path}")  # the outbox: same database, sync driver
+    Base.metadata.create_all(sync_engine)
+    mongo = RefusesAndLooksAtTheOutbox(sync_engine)
+    audit = AuditLog(mongo, outbox=sync_engine)
+    audit.track(Client)
+
+    async def main() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        async with AsyncSession(engine) as session:
+            session.add(Client(name="kept"))
+            await session.commit()
+            session.add(Client(name="rolled back"))
+            await session.flush()
+            await session.rollback()
+        await engine.dispose()
+
+    try:
+        asyncio.run(main())
+        assert mongo.outbox_rows == [1]  # committed with the data, before the Mongo write
+        assert audit.pending() == 1
+    finally:
+        audit.close()
+    delivering = AuditLog(collection, outbox=sync_engine)
+    try:
+        assert delivering.deliver_pending() == 1
+    finally:
+        delivering.close()
+    assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["kept"]]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from audit_mongo import AuditLog
+from audit_mongo.indexes import ensure_indexes, retention_seconds
 from tests.conftest import REAL_MONGO_URI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +69,81 @@ def test_ensure_indexes_is_idempotent(collection: Any) -> None:
     assert indexes["audit_transaction"]["key"] == [("transaction_id", 1)]
 
 
+def ensure_with_retention(collection: Any, retention: dt.timedelta | None) -> list[str]:
+    audit = AuditLog(collection, retention=retention)
+    try:
+        return audit.ensure_indexes()
+    finally:
+        audit.close()
+
+
+def test_retention_creates_a_single_field_ttl_index_on_created_at(collection: Any) -> None:
+    names = ensure_with_retention(collection, dt.timedelta(days=30))
+
+    assert names[-1] == "audit_retention"
+    indexes = collection.index_information()
+    assert list(indexes["audit_retention"]["key"]) == [("created_at", 1)]
+    assert indexes["audit_retention"]["expireAfterSeconds"] == 30 * 24 * 3600
+    # The compound time-range index stays, without a TTL (MongoDB ignores one there).
+    assert list(indexes["audit_created_at"]["key"]) == [("created_at", 1), ("_id", 1)]
+    assert "expireAfterSeconds" not in indexes["audit_created_at"]
+    assert ensure_with_retention(collection, dt.timedelta(days=30)) == names  # idempotent
+
+
+def test_a_changed_retention_changes_the_ttl_index(
+    collection: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ensure_with_retention(collection, dt.timedelta(days=30))
+    with caplog.at_level(logging.INFO, logger="audit_mongo"):
+        names = ensure_with_retention(collection, dt.timedelta(days=7))
+
+    assert names[-1] == "audit_retention"
+    assert collection.index_information()["audit_retention"]["expireAfterSeconds"] == 7 * 86400
+    assert "changed from 2592000 to 604800 seconds" in caplog.text
+
+
+def test_without_retention_an_existing_ttl_index_stays_with_a_warning(
+    collection: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ensure_with_retention(collection, dt.timedelta(days=30))
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        names = ensure_with_retention(collection, None)
+
+    assert "audit_retention" not in names
+    assert collection.index_information()["audit_retention"]["expireAfterSeconds"] == 2592000
+    assert "expireAfterSeconds=2592000" in caplog.text
+    assert "MongoDB still deletes older audit documents" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "retention",
+    [
+        dt.timedelta(0),
+        dt.timedelta(seconds=-60),
+        dt.timedelta(milliseconds=999),
+        dt.timedelta(seconds=2**31),
+    ],
+    ids=["zero", "negative", "sub-second", "over-int32"],
+)
+def test_retention_outside_one_second_to_int32_seconds_is_refused(
+    collection: Any, retention: dt.timedelta
+) -> None:
+    with pytest.raises(ValueError, match="retention must be"):
+        retention_seconds(retention)
+    with pytest.raises(ValueError, match="retention must be"):
+        ensure_indexes(collection, retention=retention)
+    assert collection.index_information() == {}  # refused before any index is built
+
+
+def test_retention_is_its_whole_seconds() -> None:
+    assert retention_seconds(None) is None
+    assert retention_seconds(dt.timedelta(days=1)) == 86400
+    assert retention_seconds(dt.timedelta(seconds=90, microseconds=999_999)) == 90
+    assert retention_seconds(dt.timedelta(seconds=2**31 - 1)) == 2**31 - 1
+    with pytest.raises(TypeError, match="timedelta"):
+        retention_seconds(3600)  # type: ignore[arg-type]
+
+
 def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_MONGO_")}
     if REAL_MONGO_URI:  # write where the collection fixture will drop it
@@ -96,3 +174,8 @@ def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> No
         ["Company C Ltd"],
         ["Company D Ltd"],
     ]
+
+
+def test_a_bad_retention_is_refused_when_the_log_is_built(collection: Any) -> None:
+    with pytest.raises(ValueError, match="retention"):
+        AuditLog(collection, retention=dt.timedelta(0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,9 +23,16 @@ mockupdb = pytest.importorskip("mockupdb")
 @pytest.fixture
 def server() -> Iterator[Any]:
     mock = mockupdb.MockupDB(auto_ismaster={"maxWireVersion": 21})
+    answer_the_startup_check(mock)
     mock.run()
     yield mock
     mock.stop()
+
+
+def answer_the_startup_check(mock: Any) -> None:
+    """A server without access control: AuditLog's start-up check passes."""
+    mock.autoresponds("listCollections", cursor={"id": 0, "ns": "app.$cmd", "firstBatch": []})
+    mock.autoresponds("connectionStatus", authInfo={"authenticatedUsers": []})
 
 
 @pytest.fixture
@@ -78,6 +86,7 @@ def test_ensure_indexes_sends_the_documented_indexes(
     audit = AuditLog(client.app.user_logs)
     done = pool.submit(audit.ensure_indexes)
 
+    answer_list_indexes(server)
     request = server.receives(mockupdb.OpMsg("createIndexes", "user_logs"), timeout=10)
     request.ok()
     assert done.result(timeout=10) == [
@@ -95,6 +104,82 @@ def test_ensure_indexes_sends_the_documented_indexes(
         "audit_created_at": [("created_at", 1), ("_id", 1)],
         "audit_transaction": [("transaction_id", 1)],
     }
+    assert not any("expireAfterSeconds" in index for index in request.doc["indexes"])
+
+
+def answer_list_indexes(server: Any, *indexes: dict[str, Any]) -> None:
+    """Answer ensure_indexes()' listIndexes: the ``_id_`` index and ``indexes``."""
+    request = server.receives(mockupdb.OpMsg("listIndexes", "user_logs"), timeout=10)
+    batch = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}, *indexes]
+    request.ok(cursor={"id": 0, "ns": "app.user_logs", "firstBatch": batch})
+
+
+def retention_index(expire_after_seconds: int) -> dict[str, Any]:
+    return {
+        "v": 2,
+        "key": {"created_at": 1},
+        "name": "audit_retention",
+        "expireAfterSeconds": expire_after_seconds,
+    }
+
+
+def test_retention_sends_a_single_field_ttl_index_in_create_indexes(
+    server: Any, pool: ThreadPoolExecutor, client: Any
+) -> None:
+    audit = AuditLog(client.app.user_logs, retention=dt.timedelta(days=30))
+    done = pool.submit(audit.ensure_indexes)
+
+    answer_list_indexes(server)
+    request = server.receives(mockupdb.OpMsg("createIndexes", "user_logs"), timeout=10)
+    request.ok()
+    assert done.result(timeout=10)[-1] == "audit_retention"
+    audit.close()
+
+    specs = {index["name"]: index for index in request.doc["indexes"]}
+    assert len(specs) == 5
+    ttl = specs["audit_retention"]
+    assert list(ttl["key"].items()) == [("created_at", 1)]
+    assert ttl["expireAfterSeconds"] == 2_592_000
+    assert type(ttl["expireAfterSeconds"]) is int
+    assert [name for name, spec in specs.items() if "expireAfterSeconds" in spec] == [
+        "audit_retention"
+    ]
+
+
+def test_a_changed_retention_is_applied_with_coll_mod(
+    server: Any, pool: ThreadPoolExecutor, client: Any
+) -> None:
+    audit = AuditLog(client.app.user_logs, retention=dt.timedelta(days=7))
+    done = pool.submit(audit.ensure_indexes)
+
+    answer_list_indexes(server, retention_index(2_592_000))
+    create = server.receives(mockupdb.OpMsg("createIndexes", "user_logs"), timeout=10)
+    create.ok()
+    coll_mod = server.receives(mockupdb.OpMsg("collMod", "user_logs"), timeout=10)
+    coll_mod.ok(expireAfterSeconds_old=2_592_000, expireAfterSeconds_new=604_800)
+    assert done.result(timeout=10)[-1] == "audit_retention"
+    audit.close()
+
+    # Sending the TTL index again with new options would fail (IndexOptionsConflict).
+    assert "audit_retention" not in [index["name"] for index in create.doc["indexes"]]
+    assert dict(coll_mod.doc["index"]) == {
+        "name": "audit_retention",
+        "expireAfterSeconds": 604_800,
+    }
+
+
+def test_an_unchanged_retention_sends_no_coll_mod(
+    server: Any, pool: ThreadPoolExecutor, client: Any
+) -> None:
+    audit = AuditLog(client.app.user_logs, retention=dt.timedelta(days=7))
+    done = pool.submit(audit.ensure_indexes)
+
+    answer_list_indexes(server, retention_index(604_800))
+    server.receives(mockupdb.OpMsg("createIndexes", "user_logs"), timeout=10).ok()
+    # A collMod would wait for an answer that never comes.
+    assert done.result(timeout=10)[-1] == "audit_retention"
+    audit.close()
+    assert not server.got(mockupdb.OpMsg("collMod", "user_logs"), timeout=0.5)
 
 
 def test_a_document_over_16_mib_is_shrunk_and_sent_again(
