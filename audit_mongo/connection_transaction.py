@@ -6,8 +6,13 @@ its ``commit`` event fires before the database commits. So a committed connectio
 are handed on only once the commit is known to have succeeded, that is when the connection
 begins its next transaction or its DBAPI connection goes back to the pool, is invalidated or
 is closed; a failed COMMIT (a deferred constraint, a serialization failure) reaches
-``handle_error`` first, and its changes are dropped with it. On an AUTOCOMMIT connection
-each statement commits as it runs, and its changes are handed on at once.
+``handle_error`` first, and its changes are dropped with it (and what ``seal`` did for them
+is abandoned). On an AUTOCOMMIT connection each statement commits as it runs, and its changes
+are handed on at once.
+
+``seal`` runs in the ``commit`` event itself, before the COMMIT, where statements may still
+run: that is where the outbox insert and strict mode's write happen. A Core two-phase
+transaction is not sealed: ``commit_twophase`` fires after PREPARE.
 """
 
 from __future__ import annotations

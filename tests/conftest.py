@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import bson
@@ -136,6 +137,14 @@ def audit(request: pytest.FixtureRequest, collection: Any) -> Iterator[AuditLog]
     log.close()
     for target, name, receiver in wired:
         event.remove(target, name, receiver)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """A thread to run pymongo calls in while a test scripts a mockupdb server: mockupdb's own
+    go() re-raises errors as exctype(str(value)), a plain pool keeps them real."""
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        yield executor
 
 
 @pytest.fixture

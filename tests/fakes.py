@@ -20,6 +20,18 @@ def closed_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class FailingCollection:
+    """A collection whose insert_many raises ``error`` every time."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> None:
+        self.calls += 1
+        raise self.error
+
+
 class Switchable:
     """Delegates to ``target``, which a test swaps to bring Mongo "back"."""
 

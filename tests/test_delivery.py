@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import Any
 
@@ -23,14 +22,8 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
 from audit_mongo.delivery import MongoWriter, repair
+from tests.fakes import FailingCollection, closed_loopback_port
 from tests.models import Client
-
-
-def closed_loopback_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def commit_one_client(audit: AuditLog, engine: Engine, name: str = "kept") -> None:
@@ -77,18 +70,6 @@ def test_the_default_bound_is_two_seconds_not_pymongos_thirty(engine: Engine) ->
 
     assert 1.5 < time.monotonic() - started < 10
     assert clients_in_database(engine) == 1
-
-
-class FailingCollection:
-    """A collection whose insert_many raises ``error`` every time."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-        self.calls = 0
-
-    def insert_many(self, documents: Any, ordered: bool = True) -> None:
-        self.calls += 1
-        raise self.error
 
 
 WRITE_ERRORS = [

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, PendingInMemoryWarning
 from tests.conftest import stored
-from tests.fakes import DropsMidBatch, Switchable, closed_loopback_port
+from tests.fakes import DropsMidBatch, FailingCollection, Switchable, closed_loopback_port
 from tests.models import Client
 
 OUTBOX = "audit_mongo_outbox"
@@ -258,24 +258,14 @@ def test_a_document_mongo_keeps_rejecting_stays_pending_without_stalling_the_res
     )
 
 
-class CountingCollection:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-        self.calls = 0
-
-    def insert_many(self, documents: Any, ordered: bool = True) -> None:
-        self.calls += 1
-        raise self.error
-
-
 def test_only_errors_pymongo_marks_retryable_are_retried() -> None:
     from audit_mongo.delivery import MongoWriter
 
-    network = CountingCollection(AutoReconnect("reset"))
+    network = FailingCollection(AutoReconnect("reset"))
     labelled = OperationFailure("primary stepped down", code=189)
     labelled._add_error_label("RetryableWriteError")
-    stepdown = CountingCollection(labelled)
-    refused = CountingCollection(OperationFailure("not authorized", code=13))
+    stepdown = FailingCollection(labelled)
+    refused = FailingCollection(OperationFailure("not authorized", code=13))
     for collection in (network, stepdown, refused):
         assert MongoWriter(collection, timeout=0.5).write([{"_id": 1}]) == 0
 

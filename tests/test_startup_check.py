@@ -34,13 +34,6 @@ def server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    # mockupdb's own go() re-raises errors as exctype(str(value)); a plain pool keeps them real.
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
-
-
-@pytest.fixture
 def user_logs(server: Any) -> Iterator[Any]:
     """The real pymongo collection ``app.user_logs`` on the scripted server."""
     client: Any = MongoClient(server.uri, serverSelectionTimeoutMS=5000)

@@ -36,13 +36,6 @@ def answer_the_startup_check(mock: Any) -> None:
 
 
 @pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    # mockupdb's own go() re-raises errors as exctype(str(value)); a plain pool keeps them real.
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor
-
-
-@pytest.fixture
 def client(server: Any) -> Iterator[Any]:
     mongo: Any = MongoClient(server.uri, serverSelectionTimeoutMS=5000)
     yield mongo
