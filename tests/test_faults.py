@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -101,20 +103,25 @@ class Refuses:
         raise OperationFailure("not authorized", code=13)
 
 
-def shared_mongo(tmp_path: Any) -> tuple[list[str], Any]:
-    """Arguments naming a Mongo both processes reach, and a way to read it back."""
+@pytest.fixture
+def shared_mongo(tmp_path: Any) -> Iterator[tuple[list[str], Any]]:
+    """Arguments naming a Mongo both processes reach, and that collection to read back."""
     if REAL_MONGO_URI:
         from pymongo import MongoClient
 
-        name = f"user_logs_{os.getpid()}_{threading.get_ident()}"
+        name = f"user_logs_{uuid.uuid4().hex[:12]}"
         client: Any = MongoClient(REAL_MONGO_URI, tz_aware=True)
-        return [REAL_MONGO_URI, name], client.get_default_database("audit_mongo_test")[name]
+        collection = client.get_default_database("audit_mongo_test")[name]
+        yield [REAL_MONGO_URI, name], collection
+        collection.drop()
+        client.close()
+        return
     path = str(tmp_path / "mongo.db")
-    return [path, "-"], FileCollection(path)
+    yield [path, "-"], FileCollection(path)
 
 
 def test_two_processes_delivering_at_once_store_each_document_once(
-    engine: Engine, tmp_path: Any
+    engine: Engine, shared_mongo: tuple[list[str], Any]
 ) -> None:
     down = AuditLog(Refuses(), outbox=engine)
     down.track(Client)
@@ -126,7 +133,7 @@ def test_two_processes_delivering_at_once_store_each_document_once(
     finally:
         down.close()
 
-    arguments, mongo = shared_mongo(tmp_path)
+    arguments, mongo = shared_mongo
     workers = [
         python(DELIVER, url_of(engine), *arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         for _ in range(2)
