@@ -6,6 +6,7 @@ One representation per Python type (the README's value table is the contract):
 Python value                stored as
 ==========================  ==============================================================
 None, bool, str, float      itself (NaN and ±inf stay BSON doubles)
+SQLAlchemy's ``JSON.NULL``  None, as the JSON null it stands for (it is an int subclass)
 int                         itself within signed 64 bits, else its decimal string
 Decimal                     ``Decimal128``; a decimal that needs more than 34 digits: string
 datetime                    ISO 8601 string; aware values converted to UTC (``+00:00``)
@@ -13,6 +14,7 @@ datetime                    ISO 8601 string; aware values converted to UTC (``+0
 date / time                 ISO 8601 string (a time keeps its own UTC offset)
 timedelta                   float seconds
 UUID                        canonical string
+ipaddress address/network   canonical string (what PostgreSQL prints for INET and CIDR)
 Enum member                 its name (a Flag member: its value)
 bytes, bytearray, memview   BSON binary
 dict                        document; keys made strings, "." and a leading "$" escaped
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import ipaddress
 import logging
 import math
 import numbers
@@ -37,6 +40,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bson import Binary, Decimal128, Int64, ObjectId
+from sqlalchemy.types import JSON
 
 logger = logging.getLogger("audit_mongo")
 
@@ -48,6 +52,13 @@ DOLLAR_ESCAPE = "\uff04"  # FULLWIDTH DOLLAR SIGN, for a leading "$"
 NUL_ESCAPE = "\u2400"  # SYMBOL FOR NULL: BSON keys are C strings
 
 Converter = Callable[[Any], Any]
+# psycopg loads INET as an address or an interface (a subclass), CIDR as a network.
+IP_VALUES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
 
 
 class Unrepresentable(Exception):
@@ -216,6 +227,13 @@ def _flag(value: enum.Flag) -> Any:
     return to_bson(value.value)
 
 
+def _sqlalchemy_symbol(value: Any) -> None:
+    """``JSON.NULL`` is a JSON null; SQLAlchemy's symbols are ints only by implementation."""
+    if value is JSON.NULL:
+        return None
+    raise Unrepresentable(repr(value))
+
+
 def _unknown(value: Any) -> Any:
     raise Unrepresentable(type(value).__qualname__)
 
@@ -232,6 +250,13 @@ _CONVERTERS: dict[type, Converter] = {
     dt.time: _isoformat,
     dt.timedelta: _timedelta,
     uuid.UUID: str,
+    ipaddress.IPv4Address: str,
+    ipaddress.IPv6Address: str,
+    ipaddress.IPv4Interface: str,
+    ipaddress.IPv6Interface: str,
+    ipaddress.IPv4Network: str,
+    ipaddress.IPv6Network: str,
+    type(JSON.NULL): _sqlalchemy_symbol,
     bytes: _bytes,
     bytearray: _bytes,
     memoryview: _bytes,
@@ -260,6 +285,7 @@ _BASES: tuple[tuple[type | tuple[type, ...], Converter], ...] = (
     (dt.timedelta, _timedelta),
     (Decimal, _decimal),
     (uuid.UUID, str),
+    (IP_VALUES, str),
     (Mapping, _dict),
     (list, _list),
     (tuple, _list),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,14 @@ from tests.models import (
     Node,
     Stamped,
     Tag,
+)
+
+# Stamped's UPDATE fetches computed values with RETURNING; on SQLite, SQLAlchemy 2.0.0 cannot
+# check that statement's rowcount against the version counter and warns (2.1 does not). The
+# test is about what is recorded, which the warning does not affect.
+SQLITE_VERSION_CHECK_SKIPPED = pytest.mark.filterwarnings(
+    r"ignore:Dialect sqlite\+pysqlite does not support updated rowcount - versioning cannot be"
+    r" verified\.:sqlalchemy.exc.SAWarning"
 )
 
 
@@ -170,6 +179,7 @@ def test_an_imperatively_mapped_table_uses_its_attribute_keys(
     assert documents[1]["changes"] == {"title": {"added": ["new"], "deleted": ["old"]}}
 
 
+@SQLITE_VERSION_CHECK_SKIPPED
 def test_values_the_database_computes_are_recorded_as_committed(
     audit: AuditLog, session: Session, collection: Any
 ) -> None:
@@ -192,6 +202,7 @@ def test_values_the_database_computes_are_recorded_as_committed(
     }
 
 
+@SQLITE_VERSION_CHECK_SKIPPED
 def test_a_sql_expression_set_on_an_object_records_its_result(
     audit: AuditLog, session: Session, collection: Any
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import ipaddress
 import logging
 import math
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import bson
 import pytest
 from bson import Binary, Decimal128
+from sqlalchemy import JSON
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, normalise
@@ -89,6 +91,13 @@ CASES: list[tuple[str, Any, Any]] = [
     ("aware time", dt.time(12, 30, tzinfo=PLUS_TWO), "12:30:00+02:00"),
     ("timedelta", dt.timedelta(days=1, seconds=1, microseconds=500000), 86401.5),
     ("UUID", uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+    ("IPv4 address (INET)", ipaddress.ip_address("10.0.0.1"), "10.0.0.1"),
+    ("IPv6 address (INET)", ipaddress.ip_address("2001:db8:0::1"), "2001:db8::1"),
+    ("IPv4 interface (INET)", ipaddress.ip_interface("10.0.0.1/24"), "10.0.0.1/24"),
+    ("IPv6 interface (INET)", ipaddress.ip_interface("2001:db8::1/64"), "2001:db8::1/64"),
+    ("IPv4 network (CIDR)", ipaddress.ip_network("10.0.0.0/8"), "10.0.0.0/8"),
+    ("IPv6 network (CIDR)", ipaddress.ip_network("2001:db8::/32"), "2001:db8::/32"),
+    ("JSON.NULL, SQLAlchemy's JSON null (an int subclass)", JSON.NULL, None),
     ("Enum", Color.RED, "RED"),
     ("IntEnum", Size.SMALL, "SMALL"),
     ("str Enum", Shade.DARK, "DARK"),
