@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,19 +49,30 @@ class BackgroundWriter:
         self.sweep_interval = sweep_interval
         self._deliver = deliver
         self._sweep = sweep
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        """A fresh queue and thread: at construction, and in a forked child (gunicorn
+        --preload, Celery prefork), which inherits the queue's state but not the thread."""
+        self._pid = os.getpid()
         self._queue: collections.deque[Parcel] = collections.deque()
         self._queued = 0  # documents in the queue
-        self._busy = False  # a batch is being written
-        self._closed = False
+        self._writing: list[Parcel] = []  # the batch being written
         self._condition = threading.Condition()
         self._next_sweep = time.monotonic()
-        self._sweep_pause = sweep_interval
+        self._sweep_pause = self.sweep_interval
         self._thread = threading.Thread(target=self._run, name="audit_mongo-writer", daemon=True)
         self._thread.start()
+
+    def _in_this_process(self) -> None:
+        if self._pid != os.getpid():
+            self._start()
 
     def submit(self, parcel: Parcel) -> bool:
         """Queue ``parcel``; False when the queue is full or closed (the caller decides)."""
         size = len(parcel.documents)
+        self._in_this_process()
         with self._condition:
             if self._closed or (self._queue and self._queued + size > self.max_documents):
                 return False
@@ -70,17 +82,23 @@ class BackgroundWriter:
         return True
 
     def queued(self) -> list[Parcel]:
+        """The parcels waiting, and those being written."""
+        self._in_this_process()
         with self._condition:
-            return list(self._queue)
+            return [*self._writing, *self._queue]
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued has been written (or failed); False on timeout."""
+        self._in_this_process()
         with self._condition:
-            return self._condition.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return self._condition.wait_for(lambda: not self._queue and not self._writing, timeout)
 
     def close(self, timeout: float) -> list[Parcel]:
         """Stop taking parcels, write those queued for up to ``timeout`` seconds, and
         return those left unwritten."""
+        if self._pid != os.getpid():  # a forked child that never queued anything
+            self._closed = True
+            return []
         with self._condition:
             self._closed = True
             self._condition.notify_all()
@@ -120,7 +138,7 @@ class BackgroundWriter:
                 size += len(self._queue[0].documents)
                 batch.append(self._queue.popleft())
             self._queued -= size
-            self._busy = True
+            self._writing = batch
             return batch
 
     def _write(self, batch: list[Parcel]) -> None:
@@ -131,7 +149,7 @@ class BackgroundWriter:
             logger.exception("audit_mongo: the background writer failed to write a batch")
         finally:
             with self._condition:
-                self._busy = False
+                self._writing = []
                 self._condition.notify_all()
 
     def _drain_pending(self) -> None:

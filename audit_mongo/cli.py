@@ -12,6 +12,7 @@ Settings fall back to the environment: ``AUDIT_MONGO_URI``, ``AUDIT_MONGO_COLLEC
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,8 @@ from sqlalchemy import create_engine
 
 from .log import AuditLog
 from .outbox import DEFAULT_TABLE
+
+logger = logging.getLogger("audit_mongo")
 
 EXIT_DELIVERED = 0
 EXIT_PENDING = 1  # documents are left pending: Mongo refused or is unreachable
@@ -93,8 +96,15 @@ def _deliver(arguments: argparse.Namespace) -> int:
     previous = _stop_on_signals(stop) if arguments.watch else {}
     try:
         while True:
-            delivered = audit.deliver_pending()
-            pending = audit.pending()
+            try:
+                delivered, pending = audit.deliver_pending(), audit.pending()
+            except Exception:  # the database blinked: a watcher keeps watching
+                if not arguments.watch:
+                    raise
+                logger.exception("audit_mongo: delivery round failed; trying again")
+                if stop.wait(arguments.interval):
+                    return EXIT_DELIVERED
+                continue
             if delivered or pending or not arguments.watch:
                 print(f"delivered {delivered}, pending {pending}", flush=True)
             if not arguments.watch:

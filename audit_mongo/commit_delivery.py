@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import threading
 import weakref
@@ -30,8 +31,8 @@ from .delivery import MongoWriter
 from .document import Written, build_documents, build_voids, commit_time, new_transaction_id
 from .encoding import Document, encode_all
 from .outbox import Outbox
-from .pending import CLAIM_DOCUMENTS, MemoryPending, Parcel, deliver_pending
-from .safe_reads import read_guard
+from .pending import CLAIM_DOCUMENTS, Drained, MemoryPending, Parcel, deliver_pending
+from .safe_reads import in_autocommit, read_guard
 
 logger = logging.getLogger("audit_mongo")
 
@@ -47,13 +48,22 @@ class AuditWriteError(Exception):
 class Sealed:
     """A transaction's documents, dealt with just before its COMMIT."""
 
+    transaction_id: str
+    created_at: dt.datetime
     parcels: list[Parcel] = field(default_factory=list)  # stored in the outbox
+    built: int = 0  # row changes whose documents are in ``parcels``
+    complete: bool = True  # False: the rest are built, with the same ids, after the commit
+    overflow: bool = False  # some parcels too big to keep in memory: drained from the outbox
     written: list[Written] | None = None  # strict: already in Mongo
-    overflow: bool = False  # some outbox rows are too big to keep: drained from the outbox
+    forgotten: list[int] = field(default_factory=list)  # delivered rows this commit deletes
 
 
 class CommitDelivery:
-    """Delivers committed documents in the configured mode and keeps what Mongo refuses."""
+    """Delivers committed documents in the configured mode and keeps what Mongo refuses.
+
+    ``safe`` says whether the caller may open connections of its own: not inside a Core
+    event, where the application's connection is still checked out and may hold locks.
+    """
 
     def __init__(
         self,
@@ -68,12 +78,15 @@ class CommitDelivery:
         self.strict = strict
         self.memory = MemoryPending()
         self.background = (
-            BackgroundWriter(self._write_parcels, self._sweep, **background)
+            BackgroundWriter(self._write_in_background, self._sweep, **background)
             if background is not None
             else None
         )
+        self._lock = threading.Lock()
+        self._to_forget: list[int] = []  # delivered outbox rows not yet deleted
         self._backlog = outbox is not None and outbox.count() > 0
-        self._backlog_lock = threading.Lock()
+        self._failures = 0  # counts failed writes, so a backlog retry sees new ones
+        self._retrying = threading.Lock()
         self.closed = False
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -85,36 +98,67 @@ class CommitDelivery:
         """Deal with a transaction's documents just before ``connection`` commits: strict
         mode writes them to Mongo (raising ``AuditWriteError`` if it cannot), outbox mode
         stores them in the transaction. None: nothing to do before the commit."""
+        if in_autocommit(connection):  # each statement committed as it ran
+            return None
+        sealed = Sealed(new_transaction_id(), commit_time())
         if self.strict:
-            return Sealed(written=self._write_before_commit(changes, user_id))
+            try:
+                sealed.written = self._write_before_commit(changes, user_id, sealed)
+            except BaseException:
+                _roll_back(connection)
+                raise
+            return sealed
         if self.outbox is None or not self.outbox.holds(connection):
             return None
         try:
             with read_guard(connection):  # a failed insert must not abort the transaction
-                return self._store_in(connection, self.outbox, changes, user_id)
+                self._store_in(connection, self.outbox, changes, user_id, sealed)
         except Exception:
             logger.exception(
                 "audit_mongo: could not add a transaction's audit documents to the outbox; "
                 "they are written after the commit instead"
             )
-            return None
+            sealed.complete = False
+            self._forget_later(sealed.forgotten)  # that delete may have rolled back
+            sealed.forgotten = []
+        return sealed
 
-    def committed(self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed | None) -> None:
-        """The database has committed: deliver (or queue) the transaction's documents."""
+    def committed(
+        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed | None, safe: bool
+    ) -> None:
+        """The database has committed: deliver (or queue) the transaction's documents.
+        Never raises: the commit is done, whatever happens to its audit documents."""
+        try:
+            self._committed(changes, user_id, sealed, safe)
+        except Exception:
+            self._note_failure()
+            logger.exception("audit_mongo: delivering a committed transaction's documents failed")
+
+    def _committed(
+        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed | None, safe: bool
+    ) -> None:
         if sealed is None:
-            self._send_all(Parcel(documents) for documents in self._build(changes, user_id))
-        elif sealed.written is None:
-            self._send_all(iter(sealed.parcels))
-            if sealed.overflow and self.outbox is not None:
-                deliver_pending(self.outbox, self.writer)
+            built = self._build(changes, user_id, new_transaction_id(), commit_time())
+            self._send_all((Parcel(documents) for documents in built), safe)
+            return
+        if sealed.written is not None:
+            return
+        self._send_all(iter(sealed.parcels), safe)
+        if not sealed.complete:
+            rest = islice(changes, sealed.built, None)
+            built = self._build(rest, user_id, sealed.transaction_id, sealed.created_at)
+            self._send_all((Parcel(documents) for documents in built), safe)
+        if sealed.overflow and safe and self.outbox is not None:
+            deliver_pending(self.outbox, self.writer)
 
-    def abandoned(self, sealed: Sealed) -> None:
-        """The COMMIT failed after ``seal``: outbox rows went with it; strict documents
-        already in Mongo are voided."""
+    def abandoned(self, sealed: Sealed, safe: bool) -> None:
+        """The COMMIT failed after ``seal``: outbox rows went with it (and the rows it was to
+        delete stay to be deleted); strict documents already in Mongo are voided."""
+        self._forget_later(sealed.forgotten)
         if sealed.written:
-            self.void(sealed.written)
+            self.void(sealed.written, safe)
 
-    def void(self, written: list[Written]) -> None:
+    def void(self, written: list[Written], safe: bool) -> None:
         if not written:
             return
         logger.warning(
@@ -122,12 +166,15 @@ class CommitDelivery:
             "commit; void documents follow them",
             len(written),
         )
-        self._send_all(iter([Parcel(build_voids(written, commit_time()))]))
+        self._send_all(iter([Parcel(build_voids(written, commit_time()))]), safe)
 
-    def _write_before_commit(self, changes: Iterable[RowChange], user_id: Any) -> list[Written]:
+    def _write_before_commit(
+        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed
+    ) -> list[Written]:
         written: list[Written] = []
         try:
-            for documents in self._build(changes, user_id, strict=True):
+            built = self._build(changes, user_id, sealed.transaction_id, sealed.created_at, True)
+            for documents in built:
                 failed = self.writer.send(documents).failed
                 written.extend(Written.of(d) for i, d in enumerate(documents) if i not in failed)
                 if failed:
@@ -136,30 +183,40 @@ class CommitDelivery:
                         "audit_mongo log); the transaction was not committed"
                     )
         except BaseException:
-            self.void(written)
+            self.void(written, safe=False)
             raise
         return written
 
     def _store_in(
-        self, connection: Connection, outbox: Outbox, changes: Iterable[RowChange], user_id: Any
-    ) -> Sealed:
-        sealed = Sealed()
+        self,
+        connection: Connection,
+        outbox: Outbox,
+        changes: Iterable[RowChange],
+        user_id: Any,
+        sealed: Sealed,
+    ) -> None:
+        sealed.forgotten = self._take_forgotten()
+        if sealed.forgotten:  # rows delivered earlier go in the same transaction: no extra one
+            outbox.delete(connection, sealed.forgotten)
         kept = 0
-        for documents in self._build(changes, user_id):
+        for documents in self._build(changes, user_id, sealed.transaction_id, sealed.created_at):
             documents, data = encode_all(documents)
             key = outbox.insert(connection, data, len(documents))
             kept += len(data)
             if kept > KEEP_BYTES:
                 sealed.overflow = True
-                documents = []
-            sealed.parcels.append(Parcel(documents, [key]))
-        return sealed
+            sealed.parcels.append(Parcel([] if sealed.overflow else documents, [key]))
+            sealed.built += len(documents)
 
     def _build(
-        self, changes: Iterable[RowChange], user_id: Any, strict: bool = False
+        self,
+        changes: Iterable[RowChange],
+        user_id: Any,
+        transaction_id: str,
+        created_at: dt.datetime,
+        strict: bool = False,
     ) -> Iterator[list[Document]]:
         """The transaction's documents, ``WRITE_BATCH`` at a time."""
-        transaction_id, created_at = new_transaction_id(), commit_time()
         rows = iter(changes)
         while batch := list(islice(rows, WRITE_BATCH)):
             try:
@@ -173,7 +230,7 @@ class CommitDelivery:
 
     # -- after the COMMIT -----------------------------------------------------------
 
-    def _send_all(self, parcels: Iterator[Parcel]) -> None:
+    def _send_all(self, parcels: Iterator[Parcel], safe: bool) -> None:
         """Queue or write each parcel. After one Mongo took none of, the rest are kept
         without trying, so an outage costs a commit one ``timeout``, not one per batch."""
         mongo_down = False
@@ -181,44 +238,49 @@ class CommitDelivery:
             if not parcel.documents:  # too big to keep: drained from the outbox
                 continue
             if mongo_down:
-                self._keep(parcel)
+                self._keep(parcel, safe)
             elif self.background is not None and self.background.submit(parcel):
                 continue
             elif self.background is not None and parcel.outbox_keys:
                 continue  # queue full: the outbox holds it; the writer's sweep sends it
             else:
-                mongo_down = not self._write_parcels([parcel], confirmed_any=True)
-                if not mongo_down and self._backlog:
+                mongo_down = not self._write_parcels([parcel], safe, confirmed_any=True)
+                if not mongo_down and safe and self._backlog:
                     self._retry_backlog()
 
-    def _write_parcels(self, parcels: list[Parcel], confirmed_any: bool = False) -> bool:
-        """Write ``parcels`` in one insert; forget confirmed outbox rows, keep refused
-        documents. Returns whether all were confirmed (or, with ``confirmed_any``, any)."""
+    def _write_parcels(
+        self, parcels: list[Parcel], safe: bool, confirmed_any: bool = False
+    ) -> bool:
+        """Write ``parcels`` in one insert; note confirmed outbox rows for deletion, keep
+        refused documents. Returns whether all were confirmed (or, with ``confirmed_any``,
+        any)."""
         documents = [document for parcel in parcels for document in parcel.documents]
         failed = self.writer.send(documents).failed
-        delivered: list[int] = []
         start = 0
         for parcel in parcels:
             end = start + len(parcel.documents)
             refused = [parcel.documents[p - start] for p in range(start, end) if p in failed]
             if not refused:
-                delivered.extend(parcel.outbox_keys)
+                self._forget_later(parcel.outbox_keys)
             elif not parcel.outbox_keys:
-                self._keep_documents(refused)
+                self._keep_documents(refused, safe)
             start = end
-        if self.outbox is not None:
-            self.outbox.forget(delivered)
         if failed:
-            self._backlog = True
+            self._note_failure()
         return len(failed) < len(documents) if confirmed_any else not failed
 
-    def _keep(self, parcel: Parcel) -> None:
-        if not parcel.outbox_keys:
-            self._keep_documents(parcel.documents)
+    def _write_in_background(self, parcels: list[Parcel]) -> bool:
+        written = self._write_parcels(parcels, safe=True)
+        self._forget_now()
+        return written
 
-    def _keep_documents(self, documents: list[Document]) -> None:
-        self._backlog = True
-        if self.outbox is not None:
+    def _keep(self, parcel: Parcel, safe: bool) -> None:
+        if not parcel.outbox_keys:
+            self._keep_documents(parcel.documents, safe)
+
+    def _keep_documents(self, documents: list[Document], safe: bool) -> None:
+        self._note_failure()
+        if self.outbox is not None and safe:
             try:
                 self.outbox.store(documents)
                 return
@@ -231,47 +293,86 @@ class CommitDelivery:
             len(documents),
         )
 
+    def _note_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._backlog = True
+
     def _retry_backlog(self) -> None:
-        """Mongo is back: send one batch of earlier pending work along."""
-        if not self._backlog_lock.acquire(blocking=False):
+        """Mongo is back: send one batch of earlier pending work along. The backlog is over
+        once a round finds less than a batch, Mongo took what it could, and no write failed
+        meanwhile."""
+        if not self._retrying.acquire(blocking=False):
             return
         try:
-            self._backlog = self.deliver_pending(limit=CLAIM_DOCUMENTS) >= CLAIM_DOCUMENTS
+            failures = self._failures
+            drained = self._drain(CLAIM_DOCUMENTS)
+            with self._lock:
+                over = not drained.outage and drained.confirmed < CLAIM_DOCUMENTS
+                if over and self._failures == failures:
+                    self._backlog = False
         finally:
-            self._backlog_lock.release()
+            self._retrying.release()
+
+    # -- delivered outbox rows ----------------------------------------------------------
+
+    def _forget_later(self, keys: list[int]) -> None:
+        if keys:
+            with self._lock:
+                self._to_forget.extend(keys)
+
+    def _take_forgotten(self) -> list[int]:
+        with self._lock:
+            keys, self._to_forget = self._to_forget, []
+        return keys
+
+    def _forget_now(self) -> None:
+        keys = self._take_forgotten()
+        if keys and self.outbox is not None and not self.outbox.forget(keys):
+            self._forget_later(keys)
 
     # -- pending work -----------------------------------------------------------------
 
     def pending(self) -> int:
         """Documents committed and not yet confirmed by Mongo: in the outbox, in memory, and
-        queued for the background writer and held nowhere else."""
+        queued for (or being written by) the background writer and held nowhere else."""
+        self._forget_now()
         queued = self.background.queued() if self.background is not None else []
         in_queue = sum(len(p.documents) for p in queued if not p.outbox_keys)
         in_outbox = self.outbox.count() if self.outbox is not None else 0
         return in_outbox + self.memory.count() + in_queue
 
     def deliver_pending(self, limit: int | None = None) -> int:
-        confirmed = 0
+        return self._drain(limit).confirmed
+
+    def _drain(self, limit: int | None) -> Drained:
+        self._forget_now()
+        drained = Drained()
         if self.outbox is not None:
-            confirmed += deliver_pending(self.outbox, self.writer, limit)
-        return confirmed + deliver_pending(self.memory, self.writer, limit)
+            drained = deliver_pending(self.outbox, self.writer, limit)
+        if drained.outage:
+            return drained
+        from_memory = deliver_pending(self.memory, self.writer, limit)
+        return Drained(drained.confirmed + from_memory.confirmed, from_memory.outage)
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.background.flush(timeout) if self.background is not None else True
 
     def _sweep(self) -> int:
-        self.deliver_pending()
+        self._drain(None)
         return self.pending()
 
     def close(self) -> None:
-        """Drain the background writer, try what is in memory once more, and say how many
-        documents this process could not deliver and cannot keep."""
+        """Drain the background writer, delete delivered outbox rows, try what is in memory
+        once more, and say how many documents this process could not deliver and cannot
+        keep."""
         if self.closed:
             return
         self.closed = True
         if self.background is not None:
             for parcel in self.background.close(timeout=max(self.writer.timeout * 2, 5.0)):
-                self._keep(parcel)
+                self._keep(parcel, safe=True)
+        self._forget_now()
         if self.memory.count():
             deliver_pending(self.memory, self.writer)
         lost = self.memory.count()
@@ -281,6 +382,20 @@ class CommitDelivery:
                 "with this process (an outbox would have kept them)",
                 lost,
             )
+
+
+def _roll_back(connection: Connection) -> None:
+    """Roll the database transaction back before strict mode's error leaves the commit
+    event: SQLAlchemy then takes the transaction for ended, and would return the connection
+    to the pool with its work still open, for a later COMMIT to commit."""
+    dbapi: Any = connection.connection.dbapi_connection
+    try:
+        dbapi.rollback()
+    except Exception:
+        try:
+            dbapi.tpc_rollback()  # refused before PREPARE of a two-phase transaction
+        except Exception:
+            logger.exception("audit_mongo: could not roll back after a refused strict commit")
 
 
 def _close_at_exit(ref: weakref.ReferenceType[CommitDelivery]) -> None:

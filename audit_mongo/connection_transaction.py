@@ -11,8 +11,8 @@ is abandoned). On an AUTOCOMMIT connection each statement commits as it runs, an
 are handed on at once.
 
 ``seal`` runs in the ``commit`` event itself, before the COMMIT, where statements may still
-run: that is where the outbox insert and strict mode's write happen. A Core two-phase
-transaction is not sealed: ``commit_twophase`` fires after PREPARE.
+run: that is where the outbox insert and strict mode's write happen. A two-phase
+transaction is sealed in ``prepare_twophase``, before its PREPARE.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .changes import RowChange, RowKey
 from .frame import Frame
 from .safe_reads import in_autocommit
 
-CommitHandler = Callable[[Iterable[RowChange], Any, Any], None]
+CommitHandler = Callable[[Iterable[RowChange], Any, Any, bool], None]
 SealHandler = Callable[[Connection, Iterable[RowChange], Any], Any]
 
 
@@ -61,6 +61,7 @@ class ConnectionTransactions:
             (Engine, "rollback_twophase", self._rollback_twophase),
             (Engine, "commit", self._commit),
             (Engine, "commit_twophase", self._commit_twophase),
+            (Engine, "prepare_twophase", self._prepare_twophase),
             (Engine, "begin", self._begin),
             (Engine, "begin_twophase", self._begin_twophase),
             (Engine, "handle_error", self._handle_error),
@@ -75,9 +76,19 @@ class ConnectionTransactions:
             event.listen(target, name, listener)
 
     def close(self) -> None:
+        """Stop listening, and hand on what committed connections still hold: outside a
+        commit in progress, a commit that got this far has succeeded."""
         for target, name, listener in self._listeners:
             if event.contains(target, name, listener):
                 event.remove(target, name, listener)
+        for dbapi_connection, *_ in list(self._committing.values()):
+            committed = self._take(dbapi_connection)
+            if committed is not None:
+                self._deliver_frame(*committed, safe=True)
+
+    def waiting(self) -> int:
+        """Row changes committed and not yet handed on."""
+        return sum(len(frame) for _, frame, _, _ in list(self._committing.values()))
 
     def record(
         self, connection: Connection, changes: Iterable[tuple[RowKey, RowChange]], may_move: bool
@@ -85,7 +96,7 @@ class ConnectionTransactions:
         if in_autocommit(connection):  # the statement committed as it ran
             committed = Frame()
             committed.record_all(changes, may_move)
-            self._deliver_frame(committed, self._capture_context(), None)
+            self._deliver_frame(committed, self._capture_context(), None, safe=False)
             return
         frames = self._frames.setdefault(connection, [Frame()])
         frames[-1].record_all(changes, may_move)
@@ -108,7 +119,7 @@ class ConnectionTransactions:
         for frame in self._frames.pop(connection, []):
             frame.close()
 
-    def _commit(self, connection: Connection, seal: bool = True) -> None:
+    def _commit(self, connection: Connection) -> None:
         frames = self._frames.pop(connection, None)
         if not frames:
             return
@@ -120,18 +131,22 @@ class ConnectionTransactions:
             return
         context = self._capture_context()
         try:
-            sealed = self._seal(connection, root.changes(), context) if seal else None
+            sealed = self._seal(connection, root.changes(), context)
         except BaseException:
             root.close()
             raise
         dbapi = _dbapi(connection)
         self._committing[id(dbapi)] = (dbapi, root, context, sealed)
 
+    def _prepare_twophase(self, connection: Connection, xid: Any) -> None:
+        self._commit(connection)  # sealed before PREPARE: no statement may run after it
+
     def _commit_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
-        self._commit(connection, seal=False)  # after PREPARE: no statement may run
+        self._commit(connection)  # prepared: done at PREPARE already
 
     def _rollback_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
         self._rollback(connection)
+        self._abandon(_dbapi(connection))  # rolled back after PREPARE
 
     def _begin(self, connection: Connection) -> None:
         if self._committing:
@@ -147,11 +162,14 @@ class ConnectionTransactions:
     def _handle_error(self, context: ExceptionContext) -> None:
         connection = context.connection
         if connection is not None and context.statement is None and self._committing:
-            failed = self._take(_dbapi(connection))  # the COMMIT itself failed
-            if failed is not None:
-                failed[0].close()
-                if failed[2] is not None:
-                    self._on_abandon(failed[2])
+            self._abandon(_dbapi(connection))  # the COMMIT itself failed
+
+    def _abandon(self, dbapi_connection: Any) -> None:
+        failed = self._take(dbapi_connection)
+        if failed is not None:
+            failed[0].close()
+            if failed[2] is not None:
+                self._on_abandon(failed[2])
 
     def _take(self, dbapi_connection: Any) -> tuple[Frame, Any, Any] | None:
         entry = self._committing.get(id(dbapi_connection))
@@ -163,12 +181,13 @@ class ConnectionTransactions:
     def _deliver(self, dbapi_connection: Any) -> None:
         committed = self._take(dbapi_connection)
         if committed is not None:
-            self._deliver_frame(*committed)
+            self._deliver_frame(*committed, safe=False)
 
-    def _deliver_frame(self, frame: Frame, context: Any, sealed: Any) -> None:
+    def _deliver_frame(self, frame: Frame, context: Any, sealed: Any, safe: bool) -> None:
+        # safe=False: inside a Core event, with the connection still checked out.
         try:
             if frame:
-                self._on_commit(frame.changes(), context, sealed)
+                self._on_commit(frame.changes(), context, sealed, safe)
         finally:
             frame.close()
 

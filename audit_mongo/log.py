@@ -19,6 +19,7 @@ from sqlalchemy import Engine, event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from . import capture
 from .actor import Actor
@@ -42,6 +43,12 @@ MEMORY_WARNING = (
     "commits (in strict mode: void documents) wait in this process's memory, and a crash "
     "loses them. Pass outbox=<your Engine> to keep them in your database instead."
 )
+
+
+# One DBAPI connection for the whole process (StaticPool) or one database per thread
+# (SingletonThreadPool, ":memory:"): a writer thread would share the application's
+# transaction, or see another database.
+SHARED_POOLS = (StaticPool, SingletonThreadPool)
 
 
 class PendingInMemoryWarning(UserWarning):
@@ -109,6 +116,12 @@ class AuditLog:
         self.retention = retention
         self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)
         check_collection(collection, timeout)
+        if background and outbox is not None and isinstance(outbox.pool, SHARED_POOLS):
+            raise ValueError(
+                "background=True needs an outbox engine whose pool gives each thread its own "
+                f"connection; {type(outbox.pool).__name__} shares one (use a file database "
+                "with the default pool)"
+            )
         self.outbox = Outbox(outbox, outbox_table) if outbox is not None else None
         if self.outbox is not None:
             self.outbox.create()
@@ -140,13 +153,16 @@ class AuditLog:
             capture_context=self._actor.current,
             seal=self._seal,
             on_commit=lambda session, changes, user_id, sealed: self._committed(
-                changes, user_id, sealed
+                changes, user_id, sealed, True
             ),
-            on_abandon=self._delivery.abandoned,
+            on_abandon=lambda sealed: self._delivery.abandoned(sealed, safe=True),
         )
         self._connections = (
             ConnectionTransactions(
-                self._actor.current, self._seal, self._committed, self._delivery.abandoned
+                self._actor.current,
+                self._seal,
+                self._committed,
+                lambda sealed: self._delivery.abandoned(sealed, safe=False),
             )
             if core_statements
             else None
@@ -239,7 +255,8 @@ class AuditLog:
     def pending(self) -> int:
         """How many committed documents await delivery to Mongo: in the outbox (written by
         any process), in this process's memory, or queued for its background writer."""
-        return self._delivery.pending()
+        waiting = self._connections.waiting() if self._connections is not None else 0
+        return self._delivery.pending() + waiting
 
     def deliver_pending(self) -> int:
         """Send pending documents to Mongo, oldest first; return how many are now confirmed
@@ -320,8 +337,10 @@ class AuditLog:
     def _seal(self, connection: Connection, changes: Iterable[RowChange], user_id: Any) -> Any:
         return self._delivery.seal(connection, changes, self._user(user_id))
 
-    def _committed(self, changes: Iterable[RowChange], user_id: Any, sealed: Any) -> None:
-        self._delivery.committed(changes, self._user(user_id), sealed)
+    def _committed(
+        self, changes: Iterable[RowChange], user_id: Any, sealed: Any, safe: bool
+    ) -> None:
+        self._delivery.committed(changes, self._user(user_id), sealed, safe)
 
     def _user(self, captured: Any) -> Any:
         if captured is NOT_CAPTURED:  # changes flushed by another before_commit listener

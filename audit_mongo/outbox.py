@@ -53,7 +53,7 @@ class Outbox:
             raise TypeError(
                 "outbox must be a synchronous sqlalchemy Engine on the application's database "
                 "(for an AsyncEngine, pass create_engine() of the same database with a sync "
-                f"driver, or async_engine.sync_engine); got {type(engine).__name__}"
+                f"driver); got {type(engine).__name__}"
             )
         self.engine = engine
         self.table = Table(
@@ -62,7 +62,8 @@ class Outbox:
             Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
             Column("created_at", DateTime(timezone=True), nullable=False),
             Column("document_count", Integer, nullable=False),
-            Column("documents", LargeBinary, nullable=False),
+            # A length, so that MySQL makes it a LONGBLOB, not a 64 KiB BLOB.
+            Column("documents", LargeBinary(2**32 - 1), nullable=False),
         )
 
     def create(self) -> None:
@@ -95,20 +96,30 @@ class Outbox:
                 chunk, data = encode_all(documents[start : start + STORE_CHUNK])
                 self.insert(connection, data, len(chunk))
 
-    def forget(self, keys: Sequence[int]) -> None:
-        """Delete delivered rows. A failure is logged: the rows are then delivered again,
-        as duplicates Mongo recognises."""
+    def forget(self, keys: Sequence[int]) -> bool:
+        """Delete delivered rows in a transaction of the outbox's own; False (logged) when
+        that failed."""
         if not keys:
-            return
+            return True
         try:
             with self.engine.begin() as connection:
-                connection.execute(delete(self.table).where(self.table.c.id.in_(keys)))
+                self.delete(connection, keys)
         except Exception:
             logger.exception(
-                "audit_mongo: %d delivered outbox rows could not be deleted; they will be "
-                "delivered again and recognised as already there",
-                len(keys),
+                "audit_mongo: %d delivered outbox rows could not be deleted", len(keys)
             )
+            return False
+        return True
+
+    def delete(self, connection: Connection, keys: Sequence[int]) -> None:
+        """Delete delivered rows in ``connection``'s transaction. On PostgreSQL, rows another
+        process has claimed (and is delivering, so will delete) are skipped, not waited for."""
+        columns = self.table.c
+        chosen: Any = columns.id.in_(keys)
+        if connection.dialect.name == "postgresql":
+            unclaimed = select(columns.id).where(chosen).with_for_update(skip_locked=True)
+            chosen = columns.id.in_(unclaimed)
+        connection.execute(delete(self.table).where(chosen))
 
     def count(self) -> int:
         total = func.coalesce(func.sum(self.table.c.document_count), 0)

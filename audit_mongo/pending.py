@@ -17,7 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .delivery import MongoWriter
+from pymongo.errors import BulkWriteError
+
+from .delivery import MongoWriter, Outcome
 from .encoding import Document
 
 logger = logging.getLogger("audit_mongo")
@@ -100,35 +102,44 @@ def _first_batches(
     return taken
 
 
-def deliver_pending(store: PendingStore, writer: MongoWriter, limit: int | None = None) -> int:
+@dataclass
+class Drained:
+    """What draining a store achieved."""
+
+    confirmed: int = 0  # documents now confirmed in Mongo (duplicates included)
+    outage: bool = False  # stopped because Mongo took none of a round (unreachable, refused)
+
+
+def deliver_pending(store: PendingStore, writer: MongoWriter, limit: int | None = None) -> Drained:
     """Send ``store``'s documents, oldest first, forgetting each batch Mongo confirmed whole.
 
-    Returns how many documents are now confirmed (duplicates already there included). Stops
-    after a round Mongo confirmed none of, and passes over each batch once, so a document
-    Mongo keeps rejecting (a validator, say) stays pending without stalling the rest.
-    ``limit`` stops after about that many documents.
+    Passes over each batch once: a document Mongo refuses on its own (a validator, say)
+    stays pending without holding back the rest. Stops after a round Mongo took none of for
+    a reason that is not one document's (unreachable, authentication), and after about
+    ``limit`` documents.
     """
-    confirmed = 0
+    drained = Drained()
     after = 0
-    while limit is None or confirmed < limit:
+    while limit is None or drained.confirmed < limit:
         with store.claim(after, CLAIM_DOCUMENTS) as claim:
             if not claim.batches:
                 break
-            sent = _send(claim, writer)
+            sent, outcome = _send(claim, writer)
             after = claim.batches[-1].key
-        confirmed += sent
-        if sent == 0:
+        drained.confirmed += sent
+        if sent == 0 and not isinstance(outcome.error, BulkWriteError):
+            drained.outage = True
             break
-    return confirmed
+    return drained
 
 
-def _send(claim: Claim, writer: MongoWriter) -> int:
+def _send(claim: Claim, writer: MongoWriter) -> tuple[int, Outcome]:
     documents = [document for batch in claim.batches for document in batch.documents]
-    failed = writer.send(documents).failed
+    outcome = writer.send(documents)
     start = 0
     for batch in claim.batches:
         end = start + len(batch.documents)
-        if not any(position in failed for position in range(start, end)):
+        if not any(position in outcome.failed for position in range(start, end)):
             claim.delivered.append(batch.key)
         start = end
-    return len(documents) - len(failed)
+    return len(documents) - len(outcome.failed), outcome

@@ -36,7 +36,16 @@ FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, Row
 class SessionBuffer:
     """What one audit log has captured in one session and not yet delivered."""
 
-    __slots__ = ("context", "dialect", "frames", "noted", "noted_tables", "reader", "sealed")
+    __slots__ = (
+        "committed",
+        "context",
+        "dialect",
+        "frames",
+        "noted",
+        "noted_tables",
+        "reader",
+        "sealed",
+    )
 
     def __init__(self) -> None:
         self.dialect: Dialect | None = None  # of the flush's connection, for TypeDecorators
@@ -46,6 +55,7 @@ class SessionBuffer:
         self.frames: dict[SessionTransaction, Frame] = {}
         self.context: Any = NOT_CAPTURED  # what capture_context() said before the commit
         self.sealed: Any = None  # what seal() did just before the COMMIT
+        self.committed: tuple[Frame, Any] | None = None  # the root frame, once committed
 
     def record_all(
         self,
@@ -86,8 +96,9 @@ class TransactionBuffer:
     can still run SQL (a ``user_loader`` may need to load the current user);
     ``seal`` receives the net changes and that context just before the root transaction's
     COMMIT reaches the database (it may raise to stop the commit); ``on_commit`` receives
-    them, and what ``seal`` returned, once the database has committed; ``on_abandon`` gets
-    what ``seal`` returned when the COMMIT then failed.
+    them, and what ``seal`` returned, once the database has committed and the session has
+    given its connections back (so delivery may open connections of its own);
+    ``on_abandon`` gets what ``seal`` returned when the COMMIT then failed.
     """
 
     def __init__(
@@ -225,8 +236,10 @@ class TransactionBuffer:
         root = session.get_transaction()
         frame = buffer.frames.pop(root, None) if root is not None else None
         sealed, buffer.sealed = buffer.sealed, None
-        if frame is None:
-            return
+        if frame is not None:
+            buffer.committed = (frame, sealed)
+
+    def _deliver(self, session: Session, buffer: SessionBuffer, frame: Frame, sealed: Any) -> None:
         try:
             if frame:
                 self._on_commit(session, frame.changes(), buffer.context, sealed)
@@ -239,10 +252,12 @@ class TransactionBuffer:
             return
         if transaction.parent is None:
             del session.info[self]
-            if buffer.sealed is not None:  # sealed, then the COMMIT failed
-                self._on_abandon(buffer.sealed)
             for leftover in buffer.frames.values():  # a rolled-back transaction's
                 leftover.close()
+            if buffer.committed is not None:
+                self._deliver(session, buffer, *buffer.committed)
+            elif buffer.sealed is not None:  # sealed, then the COMMIT failed
+                self._on_abandon(buffer.sealed)
         elif transaction.nested:
             dropped = buffer.frames.pop(transaction, None)  # released frames were merged already
             if dropped is not None:
