@@ -93,11 +93,16 @@ class CommitDelivery:
     # -- around the COMMIT ----------------------------------------------------------
 
     def seal(
-        self, connection: Connection, changes: Iterable[RowChange], user_id: Any
+        self,
+        connection: Connection,
+        changes: Iterable[RowChange],
+        user_id: Any,
+        before_prepare: bool = False,
     ) -> Sealed | None:
-        """Deal with a transaction's documents just before ``connection`` commits: strict
-        mode writes them to Mongo (raising ``AuditWriteError`` if it cannot), outbox mode
-        stores them in the transaction. None: nothing to do before the commit."""
+        """Deal with a transaction's documents just before ``connection`` commits (or, for
+        two-phase, prepares): strict mode writes them to Mongo (raising ``AuditWriteError``
+        if it cannot), outbox mode stores them in the transaction. None: nothing to do
+        before the commit."""
         if in_autocommit(connection):  # each statement committed as it ran
             return None
         sealed = Sealed(new_transaction_id(), commit_time())
@@ -105,7 +110,8 @@ class CommitDelivery:
             try:
                 sealed.written = self._write_before_commit(changes, user_id, sealed)
             except BaseException:
-                _roll_back(connection)
+                if not before_prepare:  # a failed PREPARE is rolled back by SQLAlchemy
+                    _roll_back(connection)
                 raise
             return sealed
         if self.outbox is None or not self.outbox.holds(connection):

@@ -30,7 +30,7 @@ from .frame import Frame
 from .safe_reads import in_autocommit
 
 CommitHandler = Callable[[Iterable[RowChange], Any, Any, bool], None]
-SealHandler = Callable[[Connection, Iterable[RowChange], Any], Any]
+SealHandler = Callable[[Connection, Iterable[RowChange], Any, bool], Any]
 
 
 class ConnectionTransactions:
@@ -119,7 +119,7 @@ class ConnectionTransactions:
         for frame in self._frames.pop(connection, []):
             frame.close()
 
-    def _commit(self, connection: Connection) -> None:
+    def _commit(self, connection: Connection, before_prepare: bool = False) -> None:
         frames = self._frames.pop(connection, None)
         if not frames:
             return
@@ -131,7 +131,7 @@ class ConnectionTransactions:
             return
         context = self._capture_context()
         try:
-            sealed = self._seal(connection, root.changes(), context)
+            sealed = self._seal(connection, root.changes(), context, before_prepare)
         except BaseException:
             root.close()
             raise
@@ -139,7 +139,8 @@ class ConnectionTransactions:
         self._committing[id(dbapi)] = (dbapi, root, context, sealed)
 
     def _prepare_twophase(self, connection: Connection, xid: Any) -> None:
-        self._commit(connection)  # sealed before PREPARE: no statement may run after it
+        # Sealed before PREPARE: no statement may run after it.
+        self._commit(connection, before_prepare=True)
 
     def _commit_twophase(self, connection: Connection, xid: Any, is_prepared: bool) -> None:
         self._commit(connection)  # prepared: done at PREPARE already

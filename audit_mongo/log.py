@@ -334,8 +334,14 @@ class AuditLog:
     ) -> Iterable[tuple[RowKey, RowChange]]:
         return list(capture.collect(buffer.noted, buffer.dialect))
 
-    def _seal(self, connection: Connection, changes: Iterable[RowChange], user_id: Any) -> Any:
-        return self._delivery.seal(connection, changes, self._user(user_id))
+    def _seal(
+        self,
+        connection: Connection,
+        changes: Iterable[RowChange],
+        user_id: Any,
+        before_prepare: bool,
+    ) -> Any:
+        return self._delivery.seal(connection, changes, self._user(user_id), before_prepare)
 
     def _committed(
         self, changes: Iterable[RowChange], user_id: Any, sealed: Any, safe: bool

@@ -28,7 +28,7 @@ from .flush_reads import OldValueReader
 from .frame import Frame
 
 CommitHandler = Callable[[Session, Iterable[RowChange], Any, Any], None]
-SealHandler = Callable[[Connection, Iterable[RowChange], Any], Any]
+SealHandler = Callable[[Connection, Iterable[RowChange], Any, bool], Any]
 NOT_CAPTURED: Any = object()
 FlushCollector = Callable[[Session, "SessionBuffer"], Iterable[tuple[RowKey, RowChange]]]
 
@@ -127,7 +127,7 @@ class TransactionBuffer:
         self._engine_listeners: list[tuple[str, Callable[..., None]]] = [
             ("commit", self._connection_commit),
             # Two-phase: after PREPARE no statement may run, so the outbox insert goes first.
-            ("prepare_twophase", self._connection_commit),
+            ("prepare_twophase", self._connection_prepare),
         ]
         for name, listener in self._listeners:
             event.listen(Session, name, listener)
@@ -213,7 +213,10 @@ class TransactionBuffer:
         buffer.noted.clear()
         buffer.noted_tables.clear()
 
-    def _connection_commit(self, connection: Connection, *_: Any) -> None:
+    def _connection_prepare(self, connection: Connection, xid: Any) -> None:
+        self._connection_commit(connection, before_prepare=True)
+
+    def _connection_commit(self, connection: Connection, before_prepare: bool = False) -> None:
         # Core's commit event: the session's savepoints are released and its last flush is
         # done, the COMMIT is next. With several connections (binds), the first one seals.
         session = self.owner(connection)
@@ -223,7 +226,7 @@ class TransactionBuffer:
         root = session.get_transaction()
         frame = buffer.frames.get(root) if root is not None else None
         if frame:
-            buffer.sealed = self._seal(connection, frame.changes(), buffer.context)
+            buffer.sealed = self._seal(connection, frame.changes(), buffer.context, before_prepare)
 
     def _after_commit(self, session: Session) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import bson
 from bson.codec_options import CodecOptions
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 
 def closed_loopback_port() -> int:
@@ -95,3 +95,55 @@ class FileCollection:
         with self._connect() as db:
             rows = db.execute("SELECT doc FROM docs").fetchall()
         return [bson.decode(row[0], CodecOptions(tz_aware=True)) for row in rows]
+
+
+class Gate:
+    """Holds every write until the test opens the gate; ``entered`` is set once a write
+    waits (a batch in flight)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def insert_many(self, documents: Sequence[Any], ordered: bool = True) -> Any:
+        self.entered.set()
+        self.open.wait(10)
+        return self.target.insert_many(documents, ordered=ordered)
+
+
+class Validator:
+    """Refuses, as a collection validator does (write error code 121), each document
+    ``refuses`` picks, and writes the others to ``target``."""
+
+    def __init__(self, target: Any, refuses: Callable[[Mapping[str, Any]], bool]) -> None:
+        self.target = target
+        self.refuses = refuses
+
+    def insert_many(self, documents: Sequence[Any], ordered: bool = True) -> None:
+        errors = [
+            {"index": index, "code": 121, "errmsg": "Document failed validation"}
+            for index, document in enumerate(documents)
+            if self.refuses(document)
+        ]
+        accepted = [document for document in documents if not self.refuses(document)]
+        if accepted:
+            self.target.insert_many(accepted, ordered=ordered)
+        if errors:
+            raise BulkWriteError(
+                {"writeErrors": errors, "writeConcernErrors": [], "nInserted": len(accepted)}
+            )
+
+
+class RefusesBatches:
+    """Fails a whole batch holding a document ``refuses`` picks, with a server error that is
+    not a validator's (a primary stepping down, say); writes other batches to ``target``."""
+
+    def __init__(self, target: Any, refuses: Callable[[Mapping[str, Any]], bool]) -> None:
+        self.target = target
+        self.refuses = refuses
+
+    def insert_many(self, documents: Sequence[Any], ordered: bool = True) -> Any:
+        if any(self.refuses(document) for document in documents):
+            raise OperationFailure("not primary", code=10107)
+        return self.target.insert_many(documents, ordered=ordered)
