@@ -126,14 +126,14 @@ def main() -> None:
 
 def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
     baseline = [r["seconds"] for r in results["no auditing"]]
-    print("| configuration | median s | min–max s | median ratio | documents |")
+    print("| configuration | median s | min-max s | median ratio | documents |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
         seconds = [r["seconds"] for r in runs]
         ratio = statistics.median(s / b for s, b in zip(seconds, baseline, strict=True))
         print(
-            f"| {name} | {statistics.median(seconds):.3f} | {min(seconds):.3f}–"
-            f"{max(seconds):.3f} | {ratio:.2f}× | {runs[0]['documents']} |"
+            f"| {name} | {statistics.median(seconds):.3f} | {min(seconds):.3f}-"
+            f"{max(seconds):.3f} | {ratio:.2f}x | {runs[0]['documents']} |"
         )
 
 
