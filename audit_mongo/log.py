@@ -2,7 +2,8 @@
 
 It wires the pipeline: mapper events note instances (capture), the session's flush turns
 them into BSON-safe row changes (normalise), the transaction buffer nets them per row and
-waits for the commit, and the writer delivers one batch per commit (delivery).
+waits for the commit, and the commit delivery seals them just before the COMMIT (outbox,
+strict) and delivers them after it, keeping what Mongo refuses as pending work (delivery).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class AuditLog:
 
     ::
 
-        audit = AuditLog.from_uri("mongodb://localhost/app", collection="user_logs")
+        audit = AuditLog.from_uri("mongodb://localhost/app", outbox=engine)
         audit.ensure_indexes()
         audit.track(Client, exclude=("password",))
         with audit.acting_as(42):
