@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
 from sqlalchemy.engine import Connection
 
 from .background import BackgroundWriter
@@ -108,10 +109,11 @@ class CommitDelivery:
         sealed = Sealed(new_transaction_id(), commit_time())
         if self.strict:
             try:
-                sealed.written = self._write_before_commit(changes, user_id, sealed)
-            except BaseException:
+                self._write_before_commit(changes, user_id, sealed)
+            except BaseException as exc:
                 if not before_prepare:  # a failed PREPARE is rolled back by SQLAlchemy
                     _roll_back(connection)
+                exc.sealed = sealed  # type: ignore[attr-defined]  # to abandon: void
                 raise
             return sealed
         if self.outbox is None or not self.outbox.holds(connection):
@@ -176,22 +178,19 @@ class CommitDelivery:
 
     def _write_before_commit(
         self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed
-    ) -> list[Written]:
-        written: list[Written] = []
-        try:
-            built = self._build(changes, user_id, sealed.transaction_id, sealed.created_at, True)
-            for documents in built:
-                failed = self.writer.send(documents).failed
-                written.extend(Written.of(d) for i, d in enumerate(documents) if i not in failed)
-                if failed:
-                    raise AuditWriteError(
-                        f"{len(failed)} audit documents could not be written to Mongo (see the "
-                        "audit_mongo log); the transaction was not committed"
-                    )
-        except BaseException:
-            self.void(written, safe=False)
-            raise
-        return written
+    ) -> None:
+        """Write every document, noting in ``sealed.written`` those that may be in Mongo."""
+        sealed.written = []
+        built = self._build(changes, user_id, sealed.transaction_id, sealed.created_at, True)
+        for documents in built:
+            outcome = self.writer.send(documents)
+            failed = outcome.failed if _certain(outcome.error) else set()
+            sealed.written.extend(Written.of(d) for i, d in enumerate(documents) if i not in failed)
+            if outcome.failed:
+                raise AuditWriteError(
+                    f"{len(outcome.failed)} audit documents could not be written to Mongo "
+                    "(see the audit_mongo log); the transaction was not committed"
+                )
 
     def _store_in(
         self,
@@ -388,6 +387,13 @@ class CommitDelivery:
                 "with this process (an outbox would have kept them)",
                 lost,
             )
+
+
+def _certain(error: BaseException | None) -> bool:
+    """Whether the documents a write did not confirm are surely not in Mongo: none could be
+    sent (no server), or the server refused each one. After a connection lost mid-write
+    they may have been stored, so strict mode voids them too."""
+    return error is None or isinstance(error, (ServerSelectionTimeoutError, BulkWriteError))
 
 
 def _roll_back(connection: Connection) -> None:

@@ -132,8 +132,10 @@ class ConnectionTransactions:
         context = self._capture_context()
         try:
             sealed = self._seal(connection, root.changes(), context, before_prepare)
-        except BaseException:
+        except BaseException as refused:
             root.close()
+            if getattr(refused, "sealed", None) is not None:
+                self._on_abandon(refused.sealed)  # type: ignore[attr-defined]
             raise
         dbapi = _dbapi(connection)
         self._committing[id(dbapi)] = (dbapi, root, context, sealed)

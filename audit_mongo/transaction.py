@@ -226,7 +226,15 @@ class TransactionBuffer:
         root = session.get_transaction()
         frame = buffer.frames.get(root) if root is not None else None
         if frame:
-            buffer.sealed = self._seal(connection, frame.changes(), buffer.context, before_prepare)
+            try:
+                buffer.sealed = self._seal(
+                    connection, frame.changes(), buffer.context, before_prepare
+                )
+            except BaseException as refused:
+                # What the refused seal did is abandoned with the transaction, once the
+                # session has let go of its connection.
+                buffer.sealed = getattr(refused, "sealed", None)
+                raise
 
     def _after_commit(self, session: Session) -> None:
         buffer: SessionBuffer | None = session.info.get(self)

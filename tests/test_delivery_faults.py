@@ -16,7 +16,7 @@ from typing import Any
 
 import mongomock
 import pytest
-from pymongo.errors import AutoReconnect
+from pymongo.errors import ServerSelectionTimeoutError
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
@@ -44,7 +44,7 @@ POOL_TIMEOUT = 5.0  # seconds a one-connection pool makes a second checkout wait
 
 def mongo_down() -> Switchable:
     """Mongo unreachable, until the test sets ``.target`` to a collection."""
-    return Switchable(FailingCollection(AutoReconnect("down")))
+    return Switchable(FailingCollection(ServerSelectionTimeoutError("down")))
 
 
 def name_of(document: Any) -> Any:

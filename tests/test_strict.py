@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from sqlalchemy import Engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,7 +18,7 @@ from tests.models import Client
 
 class Down:
     def insert_many(self, documents: Any, ordered: bool = True) -> None:
-        raise AutoReconnect("connection refused")
+        raise ServerSelectionTimeoutError("connection refused")
 
 
 class FailsOnCall:
@@ -30,7 +30,7 @@ class FailsOnCall:
 
     def insert_many(self, documents: Any, ordered: bool = True) -> Any:
         if self.good == 0:
-            raise AutoReconnect("connection refused")
+            raise ServerSelectionTimeoutError("connection refused")
         self.good -= 1
         return self.target.insert_many(documents, ordered=ordered)
 
@@ -187,3 +187,42 @@ def test_strict_mode_covers_core_statements_on_connections(engine: Engine, colle
     finally:
         audit.close()
     assert clients(engine) == []
+
+
+class LostMidWrite:
+    """Stores the first write, then loses the connection before its reply, and for good."""
+
+    def __init__(self, target: Any) -> None:
+        self.target: Any = target
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
+        if self.target is not None:
+            self.target.insert_many(documents, ordered=ordered)
+            self.target = None
+        raise AutoReconnect("connection reset by peer")
+
+
+def test_documents_that_may_have_been_stored_before_a_lost_reply_are_voided(
+    engine: Engine, collection: Any
+) -> None:
+    audit = AuditLog(LostMidWrite(collection), strict=True, timeout=0.2, outbox=engine)
+    audit.track(Client)
+    try:
+        with Session(engine) as s:
+            s.add(Client(name="maybe stored"))
+            with pytest.raises(AuditWriteError):
+                s.commit()
+            s.rollback()
+        assert audit.pending() == 1  # the void, refused like everything else here
+        assert audit.deliver_pending() == 0
+    finally:
+        audit.close()
+    assert clients(engine) == []
+    (document,) = stored(collection)
+    assert document["action"] == "create"  # stored, though Mongo never confirmed it ...
+    with engine.connect() as conn:  # ... so its void waits in the outbox
+        from audit_mongo.encoding import decode_all
+
+        data = conn.scalar(text("SELECT documents FROM audit_mongo_outbox"))
+    (void,) = decode_all(data)
+    assert (void["action"], void["voids"]) == ("void", document["_id"])
