@@ -16,6 +16,7 @@ from typing import Any
 
 import mongomock
 import pytest
+import sqlalchemy
 from pymongo.errors import ServerSelectionTimeoutError
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -585,8 +586,14 @@ def test_a_two_phase_session_is_sealed_before_prepare(
         with Session(postgresql, twophase=True) as s:
             s.add(Client(name="two-phase"))
             if strict:
-                with pytest.raises(AuditWriteError):
+                # SQLAlchemy 2.0.0 itself then fails rolling back the two-phase transaction
+                # (IllegalStateChangeError); the refusal is that error's __context__.
+                with pytest.raises(Exception) as refused:
                     s.commit()
+                assert isinstance(refused.value, AuditWriteError) or (
+                    sqlalchemy.__version__ == "2.0.0"
+                    and isinstance(refused.value.__context__, AuditWriteError)
+                )
                 s.rollback()
             else:
                 s.commit()
