@@ -11,7 +11,7 @@ from typing import Any
 
 import bson
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
@@ -88,8 +88,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
         yield from postgresql_engine()
 
 
-def postgresql_engine() -> Iterator[Engine]:
-    """An engine on a schema of its own in the server AUDIT_TEST_POSTGRES_URL names."""
+def postgresql_engine(metadata: MetaData = Base.metadata, options: str = "") -> Iterator[Engine]:
+    """An engine on a schema of its own in the server AUDIT_TEST_POSTGRES_URL names, with
+    ``metadata``'s tables and ``options`` for each connection (``-c name=value ...``)."""
     if not POSTGRES_URL:
         pytest.skip(
             "PostgreSQL not configured: set AUDIT_TEST_POSTGRES_URL (.ci/postgres starts one)"
@@ -98,8 +99,9 @@ def postgresql_engine() -> Iterator[Engine]:
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
-    eng = create_engine(POSTGRES_URL, connect_args={"options": f"-c search_path={schema}"})
-    Base.metadata.create_all(eng)
+    connect_options = f"-c search_path={schema} {options}".strip()
+    eng = create_engine(POSTGRES_URL, connect_args={"options": connect_options})
+    metadata.create_all(eng)
     try:
         yield eng
     finally:

@@ -23,11 +23,9 @@ from sqlalchemy import (
     Numeric,
     String,
     Uuid,
-    create_engine,
     func,
     null,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -35,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import flag_modified
 
 from audit_mongo import AuditLog
-from tests.conftest import POSTGRES_URL, only, stored
+from tests.conftest import only, postgresql_engine, stored
 
 # What the connection reads timestamptz in: neither UTC nor the application's zone.
 SESSION_ZONE = "America/New_York"
@@ -71,24 +69,7 @@ class Reading(Base):
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     """PostgreSQL on a schema of its own, reading timestamptz in a zone that is not UTC."""
-    if not POSTGRES_URL:
-        pytest.skip(
-            "PostgreSQL not configured: set AUDIT_TEST_POSTGRES_URL (.ci/postgres starts one)"
-        )
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    options = f"-c search_path={schema} -c timezone={SESSION_ZONE}"
-    eng = create_engine(POSTGRES_URL, connect_args={"options": options})
-    Base.metadata.create_all(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    yield from postgresql_engine(Base.metadata, f"-c timezone={SESSION_ZONE}")
 
 
 @pytest.fixture
