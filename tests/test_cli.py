@@ -251,16 +251,16 @@ def test_watch_delivers_new_work_until_sigint_then_exits_0_and_restores_the_hand
         finally:
             os.kill(os.getpid(), signal.SIGINT)
 
-    def test_handler(signum: int, frame: FrameType | None) -> None:
+    def callers_handler(signum: int, frame: FrameType | None) -> None:
         raise SigintReachedTheTest
 
-    previous_sigint = signal.signal(signal.SIGINT, test_handler)
+    previous_sigint = signal.signal(signal.SIGINT, callers_handler)
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     watcher = threading.Timer(0.1, feed_then_interrupt)
     try:
         watcher.start()
         code = main(deliver(engine, "--watch", "--interval", "0.1"))
-        assert signal.getsignal(signal.SIGINT) is test_handler
+        assert signal.getsignal(signal.SIGINT) is callers_handler
         assert signal.getsignal(signal.SIGTERM) == previous_sigterm
     finally:
         try:
