@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Connection
 
 from .encoding import Document, decode_all, encode_all
-from .pending import Claim, PendingBatch
+from .pending import Claim, take_batches
 
 logger = logging.getLogger("audit_mongo")
 
@@ -139,21 +139,14 @@ class Outbox:
             .with_for_update(skip_locked=True)
         )
         with self.engine.begin() as connection:
-            claim = Claim(_batches(connection.execute(query), limit))
+            rows: Any = connection.execute(query)  # (id, document_count, documents)
+            claim = Claim(take_batches(rows, limit, decode_all))
+            # Rows left unread keep the cursor, and on SQLite its read lock, open: another
+            # process's delete would then wait for this one's, and this one's for it.
+            rows.close()
             yield claim
             if claim.delivered:
                 connection.execute(delete(self.table).where(columns.id.in_(claim.delivered)))
-
-
-def _batches(rows: Any, limit: int) -> list[PendingBatch]:
-    batches: list[PendingBatch] = []
-    size = 0
-    for key, count, data in rows:
-        if batches and size + count > limit:
-            break
-        batches.append(PendingBatch(key, decode_all(data)))
-        size += count
-    return batches
 
 
 def _database(url: URL) -> tuple[Any, ...] | None:

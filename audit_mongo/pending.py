@@ -12,10 +12,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pymongo.errors import BulkWriteError
 
@@ -25,6 +25,7 @@ from .encoding import Document
 logger = logging.getLogger("audit_mongo")
 
 CLAIM_DOCUMENTS = 1000  # documents sent per insert_many while draining
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,25 +81,30 @@ class MemoryPending:
     @contextmanager
     def claim(self, after: int, limit: int) -> Iterator[Claim]:
         with self._lock:
-            claim = Claim(_first_batches(self._batches.items(), after, limit))
+            candidates = (
+                (key, len(documents), documents)
+                for key, documents in self._batches.items()
+                if key > after
+            )
+            claim = Claim(take_batches(candidates, limit, list))
         yield claim
         with self._lock:
             for key in claim.delivered:
                 self._batches.pop(key, None)
 
 
-def _first_batches(
-    batches: Iterable[tuple[int, list[Document]]], after: int, limit: int
+def take_batches(
+    candidates: Iterable[tuple[int, int, T]], limit: int, load: Callable[[T], list[Document]]
 ) -> list[PendingBatch]:
+    """The first of ``candidates`` (key, document count, stored form), about ``limit``
+    documents and at least one batch; only those taken are loaded."""
     taken: list[PendingBatch] = []
     size = 0
-    for key, documents in batches:
-        if key <= after:
-            continue
-        if taken and size + len(documents) > limit:
+    for key, count, stored in candidates:
+        if taken and size + count > limit:
             break
-        taken.append(PendingBatch(key, documents))
-        size += len(documents)
+        taken.append(PendingBatch(key, load(stored)))
+        size += count
     return taken
 
 
