@@ -11,15 +11,21 @@
 from .commit_delivery import AuditWriteError
 from .connect import AuditSetupError
 from .document import SCHEMA_VERSION
+from .entry import AuditEntry, Change
 from .log import AuditLog, PendingInMemoryWarning
+from .reader import AuditReader, Page
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuditEntry",
     "AuditLog",
+    "AuditReader",
     "AuditSetupError",
     "AuditWriteError",
+    "Change",
+    "Page",
     "PendingInMemoryWarning",
     "__version__",
 ]

@@ -1,34 +1,48 @@
-"""Who is acting: ``acting_as()`` for a block, else the application's ``user_loader``."""
+"""Who is acting and in what context: ``acting_as()`` for a block, else the application's
+``user_loader``; ``context(**values)`` for metadata (a request id, a reason) that every
+document committed in the block carries under ``context``."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
 from sqlalchemy.orm.state import InstanceState
 
-from .normalise import column_value_to_bson
+from .normalise import column_value_to_bson, escape_key
 
 logger = logging.getLogger("audit_mongo")
 
 _UNSET: Any = object()
+NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+
+
+class Acting(NamedTuple):
+    """Who acted and the context they acted in, as stored: BSON-safe values."""
+
+    user_id: Any
+    context: Mapping[str, Any]
 
 
 class Actor:
-    """Resolves the current user id when a transaction commits.
+    """Resolves the current user id and context when a transaction commits.
 
-    A context variable, so each thread and each asyncio task sees only its own
-    ``acting_as()`` block.
+    Context variables, so each thread and each asyncio task sees only its own
+    ``acting_as()`` and ``context()`` blocks.
     """
 
     def __init__(self) -> None:
         self.user_loader: Callable[[], Any] | None = None
         self._acting: ContextVar[Any] = ContextVar(f"audit_mongo_actor_{id(self)}", default=_UNSET)
+        self._context: ContextVar[Mapping[str, Any]] = ContextVar(
+            f"audit_mongo_context_{id(self)}", default=NO_CONTEXT
+        )
 
     @contextmanager
     def acting_as(self, user_id: Any) -> Iterator[None]:
@@ -38,7 +52,31 @@ class Actor:
         finally:
             self._acting.reset(token)
 
-    def current(self) -> Any:
+    @contextmanager
+    def context(self, values: Mapping[str, Any]) -> Iterator[None]:
+        """Add ``values`` to the context for the block; inner blocks win on a shared key.
+
+        Raises ``TypeError`` for a key that is not a string: the context is checked here,
+        where the application can see the mistake, not at commit time.
+        """
+        for key in values:
+            if not isinstance(key, str):
+                raise TypeError(f"context keys must be strings, got {key!r}")
+        stored = {
+            escape_key(k): column_value_to_bson(v, None, None, f"context {k!r}")
+            for k, v in values.items()
+        }
+        token = self._context.set({**self._context.get(), **stored})
+        try:
+            yield
+        finally:
+            self._context.reset(token)
+
+    def current(self) -> Acting:
+        """Who acts now (None when nobody is known) and the context. Never raises."""
+        return Acting(self.user_id(), self._context.get())
+
+    def user_id(self) -> Any:
         """The BSON-safe id of whoever acts now; None when nobody is known. Never raises."""
         user = self._acting.get()
         if user is _UNSET:

@@ -26,6 +26,7 @@ from typing import Any
 from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
 from sqlalchemy.engine import Connection
 
+from .actor import Acting
 from .background import BackgroundWriter
 from .changes import RowChange
 from .delivery import MongoWriter
@@ -97,7 +98,7 @@ class CommitDelivery:
         self,
         connection: Connection,
         changes: Iterable[RowChange],
-        user_id: Any,
+        acting: Acting,
         before_prepare: bool = False,
     ) -> Sealed | None:
         """Deal with a transaction's documents just before ``connection`` commits (or, for
@@ -109,7 +110,7 @@ class CommitDelivery:
         sealed = Sealed(new_transaction_id(), commit_time())
         if self.strict:
             try:
-                self._write_before_commit(changes, user_id, sealed)
+                self._write_before_commit(changes, acting, sealed)
             except BaseException as exc:
                 if not before_prepare:  # a failed PREPARE is rolled back by SQLAlchemy
                     _roll_back(connection)
@@ -120,7 +121,7 @@ class CommitDelivery:
             return None
         try:
             with read_guard(connection):  # a failed insert must not abort the transaction
-                self._store_in(connection, self.outbox, changes, user_id, sealed)
+                self._store_in(connection, self.outbox, changes, acting, sealed)
         except Exception:
             logger.exception(
                 "audit_mongo: could not add a transaction's audit documents to the outbox; "
@@ -132,21 +133,21 @@ class CommitDelivery:
         return sealed
 
     def committed(
-        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed | None, safe: bool
+        self, changes: Iterable[RowChange], acting: Acting, sealed: Sealed | None, safe: bool
     ) -> None:
         """The database has committed: deliver (or queue) the transaction's documents.
         Never raises: the commit is done, whatever happens to its audit documents."""
         try:
-            self._committed(changes, user_id, sealed, safe)
+            self._committed(changes, acting, sealed, safe)
         except Exception:
             self._note_failure()
             logger.exception("audit_mongo: delivering a committed transaction's documents failed")
 
     def _committed(
-        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed | None, safe: bool
+        self, changes: Iterable[RowChange], acting: Acting, sealed: Sealed | None, safe: bool
     ) -> None:
         if sealed is None:
-            built = self._build(changes, user_id, new_transaction_id(), commit_time())
+            built = self._build(changes, acting, new_transaction_id(), commit_time())
             self._send_all((Parcel(documents) for documents in built), safe)
             return
         if sealed.written is not None:
@@ -154,7 +155,7 @@ class CommitDelivery:
         self._send_all(iter(sealed.parcels), safe)
         if not sealed.complete:
             rest = islice(changes, sealed.built, None)
-            built = self._build(rest, user_id, sealed.transaction_id, sealed.created_at)
+            built = self._build(rest, acting, sealed.transaction_id, sealed.created_at)
             self._send_all((Parcel(documents) for documents in built), safe)
         if sealed.overflow and safe and self.outbox is not None:
             deliver_pending(self.outbox, self.writer)
@@ -177,11 +178,11 @@ class CommitDelivery:
         self._send_all(iter([Parcel(build_voids(written, commit_time()))]), safe)
 
     def _write_before_commit(
-        self, changes: Iterable[RowChange], user_id: Any, sealed: Sealed
+        self, changes: Iterable[RowChange], acting: Acting, sealed: Sealed
     ) -> None:
         """Write every document, noting in ``sealed.written`` those that may be in Mongo."""
         sealed.written = []
-        built = self._build(changes, user_id, sealed.transaction_id, sealed.created_at, True)
+        built = self._build(changes, acting, sealed.transaction_id, sealed.created_at, True)
         for documents in built:
             outcome = self.writer.send(documents)
             failed = outcome.failed if _certain(outcome.error) else set()
@@ -197,14 +198,14 @@ class CommitDelivery:
         connection: Connection,
         outbox: Outbox,
         changes: Iterable[RowChange],
-        user_id: Any,
+        acting: Acting,
         sealed: Sealed,
     ) -> None:
         sealed.forgotten = self._take_forgotten()
         if sealed.forgotten:  # rows delivered earlier go in the same transaction: no extra one
             outbox.delete(connection, sealed.forgotten)
         kept = 0
-        for documents in self._build(changes, user_id, sealed.transaction_id, sealed.created_at):
+        for documents in self._build(changes, acting, sealed.transaction_id, sealed.created_at):
             documents, data = encode_all(documents)
             key = outbox.insert(connection, data, len(documents))
             kept += len(data)
@@ -216,7 +217,7 @@ class CommitDelivery:
     def _build(
         self,
         changes: Iterable[RowChange],
-        user_id: Any,
+        acting: Acting,
         transaction_id: str,
         created_at: dt.datetime,
         strict: bool = False,
@@ -226,7 +227,7 @@ class CommitDelivery:
         while batch := list(islice(rows, WRITE_BATCH)):
             try:
                 yield build_documents(
-                    batch, user_id=user_id, transaction_id=transaction_id, created_at=created_at
+                    batch, acting, transaction_id=transaction_id, created_at=created_at
                 )
             except Exception as exc:
                 if strict:

@@ -5,6 +5,7 @@ Field names are fixed; they are what people query from the Mongo shell::
     {
       "_id": ObjectId(...),            # assigned here, kept on every redelivery
       "current_user_id": 42,           # null when nobody is known
+      "context": {"request_id": "..."},  # only when the commit ran in a context() block
       "action": "update",              # "create" | "update" | "delete"
       "table_name": "clients",
       "object_id": 5,                  # a list for a composite primary key
@@ -32,6 +33,7 @@ from typing import Any, NamedTuple
 
 from bson import ObjectId
 
+from .actor import Acting
 from .changes import RowChange
 
 SCHEMA_VERSION = 1
@@ -98,23 +100,23 @@ def commit_time() -> dt.datetime:
 
 def build_documents(
     row_changes: Iterable[RowChange],
+    acting: Acting,
     *,
-    user_id: Any,
     transaction_id: str,
     created_at: dt.datetime,
 ) -> list[dict[str, Any]]:
     """One document per row change, in the order the changes happened."""
     changes = list(row_changes)
     ids = _object_ids.take(len(changes))
-    return [_document(next(ids), change, user_id, transaction_id, created_at) for change in changes]
+    return [_document(next(ids), change, acting, transaction_id, created_at) for change in changes]
 
 
 def _document(
-    _id: ObjectId, change: RowChange, user_id: Any, transaction_id: str, created_at: dt.datetime
+    _id: ObjectId, change: RowChange, acting: Acting, transaction_id: str, created_at: dt.datetime
 ) -> dict[str, Any]:
     document = {
         "_id": _id,
-        "current_user_id": user_id,
+        "current_user_id": acting.user_id,
         "action": change.action,
         "table_name": change.table_name,
         "object_id": change.object_id,
@@ -123,6 +125,8 @@ def _document(
         "transaction_id": transaction_id,
         "schema_version": SCHEMA_VERSION,
     }
+    if acting.context:
+        document["context"] = dict(acting.context)
     if change.entity is not None:
         document["entity"] = change.entity
     if change.previous_object_id is not None:

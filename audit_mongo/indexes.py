@@ -12,8 +12,10 @@ from pymongo.collection import Collection
 
 logger = logging.getLogger("audit_mongo")
 
+# Each index is equality fields, then (created_at, _id): a query compares the first and
+# sorts by the rest (query.INDEX_BY_FIELDS picks the index; tests check each query's shape).
 INDEXES: tuple[IndexModel, ...] = (
-    # A row's history, newest first: for_object / history.
+    # A row's history, newest first: history, for_object, state_at, updated_at.
     IndexModel(
         [
             ("table_name", ASCENDING),
@@ -23,15 +25,35 @@ INDEXES: tuple[IndexModel, ...] = (
         ],
         name="audit_row_history",
     ),
-    # What one user did, newest first.
+    # What one user did, newest first: by_user.
     IndexModel(
         [("current_user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
         name="audit_user_history",
     ),
-    # Everything in a time range, in order (ties broken by _id).
+    # A table's changes, newest first: for_table, recent --table.
+    IndexModel(
+        [("table_name", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+        name="audit_table_history",
+    ),
+    # Everything in a time range, in order (ties broken by _id): find, recent, tail.
     IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="audit_created_at"),
-    # Everything one commit did.
-    IndexModel([("transaction_id", ASCENDING)], name="audit_transaction"),
+    # Everything one commit did, in the order it was done.
+    IndexModel(
+        [("transaction_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+        name="audit_transaction",
+    ),
+    # Everything one web request did; only documents written in a request are indexed.
+    IndexModel(
+        [("context.request_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+        name="audit_request",
+        partialFilterExpression={"context.request_id": {"$exists": True}},
+    ),
+    # Void documents (strict mode), found by the document they void; only they are indexed.
+    IndexModel(
+        [("voids", ASCENDING)],
+        name="audit_voids",
+        partialFilterExpression={"voids": {"$exists": True}},
+    ),
 )
 
 # MongoDB only expires documents through a single-field index (a compound index ignores

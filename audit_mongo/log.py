@@ -23,7 +23,8 @@ from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from . import capture
-from .actor import Actor
+from .actor import Acting, Actor
+from .catalog import ModelCatalog
 from .changes import Action, RowChange, RowKey
 from .commit_delivery import CommitDelivery
 from .connect import check_collection, open_collection
@@ -32,6 +33,7 @@ from .delivery import MongoWriter
 from .indexes import ensure_indexes, retention_seconds
 from .outbox import DEFAULT_TABLE as DEFAULT_OUTBOX_TABLE
 from .outbox import Outbox
+from .reader import AuditReader
 from .statement_events import StatementEvents
 from .tracking import Tracking
 from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
@@ -56,8 +58,10 @@ class PendingInMemoryWarning(UserWarning):
     """An ``AuditLog`` keeps pending documents in memory, where a crash loses them."""
 
 
-class AuditLog:
+class AuditLog(AuditReader):
     """An audit trail of a SQLAlchemy application's row changes, in a Mongo collection.
+    It also answers questions about them: see ``AuditReader`` (``history``, ``for_object``,
+    ``by_user``, ``for_table``, ``find``, ``state_at``...), whose models are the tracked ones.
 
     ::
 
@@ -145,6 +149,13 @@ class AuditLog:
             },
         )
         self._tracking.listen()
+        AuditReader.__init__(self, collection)
+        self._catalog = ModelCatalog(
+            self._tracking.known_registries,
+            preferred=self._tracking.is_tracked,
+            excluded=self._tracking.excluded,
+            generation=lambda: self._tracking.generation,
+        )
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
             self._tracking_listener(action) for action in ("create", "update", "delete")
@@ -153,8 +164,8 @@ class AuditLog:
             collect=self._collect,
             capture_context=self._actor.current,
             seal=self._seal,
-            on_commit=lambda session, changes, user_id, sealed: self._committed(
-                changes, user_id, sealed, True
+            on_commit=lambda session, changes, acting, sealed: self._committed(
+                changes, acting, sealed, True
             ),
             on_abandon=lambda sealed: self._delivery.abandoned(sealed, safe=True),
         )
@@ -207,6 +218,32 @@ class AuditLog:
     def acting_as(self, user_id: Any) -> AbstractContextManager[None]:
         """Attribute the commits made inside the block to ``user_id``."""
         return self._actor.acting_as(user_id)
+
+    def context(self, **values: Any) -> AbstractContextManager[None]:
+        """Store ``values`` under ``context`` in the documents of commits made in the block.
+
+        ::
+
+            with audit.context(request_id=request_id, reason="GDPR erase"):
+                session.commit()
+
+        Blocks nest (the inner value wins on a shared key); like ``acting_as()``, a block
+        holds for its own thread or asyncio task. ``for_request()`` finds a request's
+        entries by ``context.request_id``.
+        """
+        return self._actor.context(values)
+
+    def disabled(self) -> AbstractContextManager[None]:
+        """Record nothing of what is flushed or executed inside the block (or, used as a
+        decorator, the function); it holds for the current thread or asyncio task only.
+
+        ::
+
+            with audit.disabled():
+                load_fixtures(session)
+                session.commit()
+        """
+        return self._tracking.off()
 
     def ensure_indexes(self) -> list[str]:
         """Create the indexes the log's queries use; safe to call at every start."""
@@ -307,7 +344,7 @@ class AuditLog:
     def _note(
         self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
     ) -> None:
-        if self.closed:
+        if self.closed or not self._tracking.recording:
             return
         state: InstanceState[Any] = inspect(target)
         session = state.session
@@ -339,17 +376,17 @@ class AuditLog:
         self,
         connection: Connection,
         changes: Iterable[RowChange],
-        user_id: Any,
+        acting: Acting,
         before_prepare: bool,
     ) -> Any:
-        return self._delivery.seal(connection, changes, self._user(user_id), before_prepare)
+        return self._delivery.seal(connection, changes, self._acting(acting), before_prepare)
 
     def _committed(
-        self, changes: Iterable[RowChange], user_id: Any, sealed: Any, safe: bool
+        self, changes: Iterable[RowChange], acting: Acting, sealed: Any, safe: bool
     ) -> None:
-        self._delivery.committed(changes, self._user(user_id), sealed, safe)
+        self._delivery.committed(changes, self._acting(acting), sealed, safe)
 
-    def _user(self, captured: Any) -> Any:
+    def _acting(self, captured: Any) -> Acting:
         if captured is NOT_CAPTURED:  # changes flushed by another before_commit listener
             return self._actor.current()
-        return captured
+        return captured  # type: ignore[no-any-return]

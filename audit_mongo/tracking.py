@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Column, Table, event
@@ -43,6 +45,21 @@ class Tracking:
         self._unmapped: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._targets: dict[Any, tuple[tuple[frozenset[Action], ...], StatementTarget | None]] = {}
         self._registries: set[Any] = set()
+        self._off: ContextVar[bool] = ContextVar(f"audit_mongo_off_{id(self)}", default=False)
+        self.generation = 0  # bumped whenever derived knowledge is dropped
+
+    @property
+    def recording(self) -> bool:
+        """False inside an ``off()`` block of the current thread or asyncio task."""
+        return not self._off.get()
+
+    @contextmanager
+    def off(self) -> Iterator[None]:
+        token = self._off.set(True)
+        try:
+            yield
+        finally:
+            self._off.reset(token)
 
     def listen(self) -> None:
         """Forget derived knowledge whenever SQLAlchemy configures new mappers."""
@@ -69,6 +86,20 @@ class Tracking:
         self._tables_by_name.clear()
         self._unmapped = weakref.WeakKeyDictionary()
         self._targets.clear()
+        self.generation += 1
+
+    def known_registries(self) -> set[Any]:
+        """The registries of tracked classes: named by ``track()``, seen by capture, or
+        holding a class wired with ``event.listen``."""
+        wired = {
+            registry
+            for registry in _all_registries()
+            if any(self.tracked_actions(m) for m in list(registry.mappers))
+        }
+        return self._registries | wired
+
+    def is_tracked(self, mapper: Mapper[Any]) -> bool:
+        return bool(self.tracked_actions(mapper))
 
     def info(self, mapper: Mapper[Any]) -> TableInfo:
         """What the unit of work records of ``mapper``'s rows."""

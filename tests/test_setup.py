@@ -66,7 +66,14 @@ def test_ensure_indexes_is_idempotent(collection: Any) -> None:
     ]
     assert indexes["audit_user_history"]["key"][0] == ("current_user_id", 1)
     assert indexes["audit_created_at"]["key"] == [("created_at", 1), ("_id", 1)]
-    assert indexes["audit_transaction"]["key"] == [("transaction_id", 1)]
+    assert indexes["audit_transaction"]["key"] == [
+        ("transaction_id", 1),
+        ("created_at", 1),
+        ("_id", 1),
+    ]
+    assert indexes["audit_table_history"]["key"][0] == ("table_name", 1)
+    assert indexes["audit_request"]["key"][0] == ("context.request_id", 1)
+    assert indexes["audit_voids"]["key"] == [("voids", 1)]
 
 
 def ensure_with_retention(collection: Any, retention: dt.timedelta | None) -> list[str]:

@@ -85,8 +85,11 @@ def test_ensure_indexes_sends_the_documented_indexes(
     assert done.result(timeout=10) == [
         "audit_row_history",
         "audit_user_history",
+        "audit_table_history",
         "audit_created_at",
         "audit_transaction",
+        "audit_request",
+        "audit_voids",
     ]
     audit.close()
 
@@ -94,9 +97,15 @@ def test_ensure_indexes_sends_the_documented_indexes(
     assert keys == {
         "audit_row_history": [("table_name", 1), ("object_id", 1), ("created_at", -1), ("_id", -1)],
         "audit_user_history": [("current_user_id", 1), ("created_at", -1), ("_id", -1)],
+        "audit_table_history": [("table_name", 1), ("created_at", -1), ("_id", -1)],
         "audit_created_at": [("created_at", 1), ("_id", 1)],
-        "audit_transaction": [("transaction_id", 1)],
+        "audit_transaction": [("transaction_id", 1), ("created_at", 1), ("_id", 1)],
+        "audit_request": [("context.request_id", 1), ("created_at", 1), ("_id", 1)],
+        "audit_voids": [("voids", 1)],
     }
+    partial = {i["name"]: i.get("partialFilterExpression") for i in request.doc["indexes"]}
+    assert partial["audit_request"] == {"context.request_id": {"$exists": True}}
+    assert partial["audit_voids"] == {"voids": {"$exists": True}}
     assert not any("expireAfterSeconds" in index for index in request.doc["indexes"])
 
 
@@ -129,7 +138,7 @@ def test_retention_sends_a_single_field_ttl_index_in_create_indexes(
     audit.close()
 
     specs = {index["name"]: index for index in request.doc["indexes"]}
-    assert len(specs) == 5
+    assert len(specs) == 8
     ttl = specs["audit_retention"]
     assert list(ttl["key"].items()) == [("created_at", 1)]
     assert ttl["expireAfterSeconds"] == 2_592_000
