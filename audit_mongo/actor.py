@@ -54,14 +54,8 @@ class Actor:
 
     @contextmanager
     def context(self, values: Mapping[str, Any]) -> Iterator[None]:
-        """Add ``values`` to the context for the block; inner blocks win on a shared key.
-
-        Raises ``TypeError`` for a key that is not a string: the context is checked here,
-        where the application can see the mistake, not at commit time.
-        """
-        for key in values:
-            if not isinstance(key, str):
-                raise TypeError(f"context keys must be strings, got {key!r}")
+        """Add ``values`` (normalised like column values) to the context for the block;
+        inner blocks win on a shared key."""
         stored = {
             escape_key(k): column_value_to_bson(v, None, None, f"context {k!r}")
             for k, v in values.items()
