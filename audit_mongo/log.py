@@ -245,6 +245,12 @@ class AuditLog(AuditReader):
         """
         return self._tracking.off()
 
+    @property
+    def recording(self) -> bool:
+        """Whether changes flushed now, in this thread or task, are recorded: False inside
+        ``disabled()`` and after ``close()``."""
+        return not self.closed and self._tracking.recording
+
     def ensure_indexes(self) -> list[str]:
         """Create the indexes the log's queries use; safe to call at every start."""
         return ensure_indexes(self.collection, retention=self.retention)
