@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pymongo
-from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 
@@ -28,7 +27,7 @@ def open_collection(
         client = _memory_client(options)
         name = database or urlsplit(uri).path.strip("/") or DEFAULT_DATABASE
     else:
-        client = MongoClient(uri, appname="audit_mongo", **options)
+        client = pymongo.MongoClient(uri, appname="audit_mongo", **options)
         name = database or client.get_default_database(DEFAULT_DATABASE).name
     return client, client[name][collection]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import mongomock
 import pytest
+from click.testing import CliRunner, Result
 from pymongo import MongoClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -37,8 +38,9 @@ def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class FakeMongoClient:
-    """Stands in for ``pymongo.MongoClient`` where audit_mongo opens its URIs: every call
-    returns the same in-memory client, so the test reads what the command wrote."""
+    """Stands in for ``pymongo.MongoClient``, which audit_mongo looks up when it opens a
+    URI: every call returns the same in-memory client, so the test reads what the command
+    wrote."""
 
     def __init__(self) -> None:
         self.client: Any = mongomock.MongoClient(MONGO_URI, tz_aware=True)
@@ -55,7 +57,7 @@ class FakeMongoClient:
 @pytest.fixture
 def mongo(monkeypatch: pytest.MonkeyPatch) -> FakeMongoClient:
     fake = FakeMongoClient()
-    monkeypatch.setattr("audit_mongo.connect.MongoClient", fake)
+    monkeypatch.setattr("pymongo.MongoClient", fake)
     return fake
 
 
@@ -97,6 +99,11 @@ def deliver(engine: Engine, *options: str) -> list[str]:
     return ["deliver", "--outbox-url", cli_url(engine), "--mongo-uri", MONGO_URI, *options]
 
 
+def run(arguments: list[str]) -> Result:
+    """The command line as the shell runs it, through click's test runner."""
+    return CliRunner().invoke(main, arguments)
+
+
 def assert_stored_once(documents: list[dict[str, Any]], ids: list[int]) -> None:
     counts = Counter(document["_id"] for document in documents)
     assert set(counts.values()) == {1}, "a document was stored twice"
@@ -106,58 +113,53 @@ def assert_stored_once(documents: list[dict[str, Any]], ids: list[int]) -> None:
     }
 
 
-def test_with_mongo_unreachable_it_exits_1_and_reports_what_is_pending(
-    engine: Engine, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_with_mongo_unreachable_it_exits_1_and_reports_what_is_pending(engine: Engine) -> None:
     leave_pending(engine, ["a", "b", "c"])
-    capsys.readouterr()
     unreachable = f"mongodb://127.0.0.1:{closed_loopback_port()}/app"
 
     began = time.monotonic()
-    code = main(
+    result = run(
         ["deliver", "--outbox-url", cli_url(engine), "--mongo-uri", unreachable, "--timeout", "0.3"]
     )
 
-    assert code == 1
+    assert result.exit_code == 1, result.output
     assert time.monotonic() - began < 10  # bounded by --timeout, not pymongo's 30 s
-    assert capsys.readouterr().out.splitlines() == ["delivered 0, pending 3"]
+    assert result.stdout.splitlines() == ["delivered 0, pending 3"]
     assert outbox_documents(engine) == 3
 
 
 def test_it_delivers_each_pending_document_once_and_empties_the_outbox(
-    engine: Engine, mongo: FakeMongoClient, capsys: pytest.CaptureFixture[str]
+    engine: Engine, mongo: FakeMongoClient
 ) -> None:
     ids = leave_pending(engine, ["a", "b", "c"])
     assert outbox_documents(engine) == 3
-    capsys.readouterr()
 
-    assert main(deliver(engine)) == 0
-    assert capsys.readouterr().out.splitlines() == ["delivered 3, pending 0"]
+    first = run(deliver(engine))
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == ["delivered 3, pending 0"]
     assert_stored_once(mongo.documents(), ids)
     assert sorted(d["changes"]["name"]["added"] for d in mongo.documents()) == [["a"], ["b"], ["c"]]
     assert outbox_documents(engine) == 0
 
-    assert main(deliver(engine)) == 0  # nothing left: a second run sends nothing again
-    assert capsys.readouterr().out.splitlines() == ["delivered 0, pending 0"]
+    second = run(deliver(engine))  # nothing left: a second run sends nothing again
+    assert second.exit_code == 0, second.output
+    assert second.stdout.splitlines() == ["delivered 0, pending 0"]
     assert_stored_once(mongo.documents(), ids)
     assert mongo.uris == [MONGO_URI, MONGO_URI]
 
 
 def test_settings_fall_back_to_the_environment(
-    engine: Engine,
-    mongo: FakeMongoClient,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    engine: Engine, mongo: FakeMongoClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = leave_pending(engine, ["a", "b"])
     monkeypatch.setenv("AUDIT_MONGO_URI", MONGO_URI)
     monkeypatch.setenv("AUDIT_MONGO_OUTBOX_URL", cli_url(engine))
     monkeypatch.setenv("AUDIT_MONGO_COLLECTION", "audit_trail")
-    capsys.readouterr()
 
-    assert main(["deliver", "--timeout", "1"]) == 0
+    result = run(["deliver", "--timeout", "1"])
 
-    assert capsys.readouterr().out.splitlines() == ["delivered 2, pending 0"]
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["delivered 2, pending 0"]
     assert mongo.uris == [MONGO_URI]
     assert_stored_once(mongo.documents("audit_trail"), ids)
     assert mongo.documents("user_logs") == []
@@ -172,7 +174,9 @@ def test_options_take_precedence_over_the_environment(
     monkeypatch.setenv("AUDIT_MONGO_OUTBOX_URL", "sqlite:///does/not/exist.db")
     monkeypatch.setenv("AUDIT_MONGO_COLLECTION", "not_this_one")
 
-    assert main([*deliver(engine), "--collection", "audit_trail"]) == 0
+    result = run([*deliver(engine), "--collection", "audit_trail"])
+
+    assert result.exit_code == 0, result.output
 
     assert mongo.uris == [MONGO_URI]
     assert_stored_once(mongo.documents("audit_trail"), ids)
@@ -183,37 +187,32 @@ def test_options_take_precedence_over_the_environment(
     ("arguments", "message"),
     [
         (["deliver", "--mongo-uri", MONGO_URI], "--outbox-url (or AUDIT_MONGO_OUTBOX_URL)"),
-        (["deliver", "--outbox-url", "sqlite://"], "--mongo-uri (or AUDIT_MONGO_URI)"),
+        (["deliver", "--outbox-url", "sqlite://"], "--uri/--mongo-uri (or AUDIT_MONGO_URI)"),
     ],
     ids=["outbox-url", "mongo-uri"],
 )
 def test_a_missing_setting_is_a_usage_error(
-    mongo: FakeMongoClient,
-    capsys: pytest.CaptureFixture[str],
-    arguments: list[str],
-    message: str,
+    mongo: FakeMongoClient, arguments: list[str], message: str
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(arguments)
+    result = run(arguments)
 
-    assert exit_.value.code == 2
-    error = capsys.readouterr().err
-    assert "usage: audit-mongo" in error
-    assert f"error: {message} is required" in error
+    assert result.exit_code == 2
+    assert "Usage: audit-mongo deliver" in result.stderr
+    assert f"Error: {message} is required" in result.stderr
+    assert result.stdout == ""
     assert mongo.uris == []  # refused before connecting to anything
 
 
 @pytest.mark.parametrize("option", ["--timeout", "--interval"])
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
 def test_a_timeout_or_interval_that_is_not_a_positive_number_is_a_usage_error(
-    mongo: FakeMongoClient, capsys: pytest.CaptureFixture[str], option: str, value: str
+    mongo: FakeMongoClient, option: str, value: str
 ) -> None:
     arguments = ["deliver", "--outbox-url", "sqlite://", "--mongo-uri", "mongodb://x/app"]
-    with pytest.raises(SystemExit) as exit_:
-        main([*arguments, option, value])
+    result = run([*arguments, option, value])
 
-    assert exit_.value.code == 2
-    assert "expected a positive number of seconds" in capsys.readouterr().err
+    assert result.exit_code == 2
+    assert "expected a positive number of seconds" in result.stderr
     assert mongo.uris == []
 
 
@@ -231,12 +230,11 @@ class SigintReachedTheTest(Exception):
 
 
 def test_watch_delivers_new_work_until_sigint_then_exits_0_and_restores_the_handlers(
-    engine: Engine, mongo: FakeMongoClient, capsys: pytest.CaptureFixture[str]
+    engine: Engine, mongo: FakeMongoClient
 ) -> None:
     first = leave_pending(engine, ["a", "b"])
     later: list[int] = []
     failures: list[BaseException] = []
-    capsys.readouterr()
 
     def count() -> int:
         return len(mongo.documents())
@@ -259,7 +257,7 @@ def test_watch_delivers_new_work_until_sigint_then_exits_0_and_restores_the_hand
     watcher = threading.Timer(0.1, feed_then_interrupt)
     try:
         watcher.start()
-        code = main(deliver(engine, "--watch", "--interval", "0.1"))
+        result = run(deliver(engine, "--watch", "--interval", "0.1"))
         assert signal.getsignal(signal.SIGINT) is callers_handler
         assert signal.getsignal(signal.SIGTERM) == previous_sigterm
     finally:
@@ -269,10 +267,10 @@ def test_watch_delivers_new_work_until_sigint_then_exits_0_and_restores_the_hand
             signal.signal(signal.SIGINT, previous_sigint)
 
     assert failures == []
-    assert code == 0
+    assert result.exit_code == 0, result.output
     assert_stored_once(mongo.documents(), first + later)
     assert outbox_documents(engine) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0] == "delivered 2, pending 0"
     assert sum(int(line.split()[1].rstrip(",")) for line in lines) == 3
     assert lines[-1].endswith("pending 0")
@@ -327,3 +325,41 @@ def test_the_exit_status_reaches_the_shell(engine: Engine) -> None:
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == ["delivered 0, pending 2"]
     assert "Mongo is not reachable" in result.stderr
+
+
+def test_main_called_with_arguments_returns_the_exit_status(
+    engine: Engine, mongo: FakeMongoClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``main(argv)`` returns the status rather than exiting, as it always did."""
+    ids = leave_pending(engine, ["a"])
+    capsys.readouterr()
+
+    assert main(deliver(engine)) == 0
+    assert capsys.readouterr().out.splitlines() == ["delivered 1, pending 0"]
+    assert_stored_once(mongo.documents(), ids)
+    assert main(["deliver", "--outbox-url", "sqlite://"]) == 2
+    assert "--uri/--mongo-uri (or AUDIT_MONGO_URI) is required" in capsys.readouterr().err
+
+
+def test_a_bad_mongo_uri_or_outbox_url_is_a_usage_error(tmp_path: Path) -> None:
+    outbox = f"sqlite:///{tmp_path / 'app.db'}"
+    bad_uri = run(["deliver", "--outbox-url", outbox, "--mongo-uri", "mongodb://a:b:c@x/"])
+    bad_url = run(["deliver", "--outbox-url", "nosuchdb://x", "--mongo-uri", MONGO_URI])
+
+    assert bad_uri.exit_code == 2
+    assert "Invalid value for '--uri'" in bad_uri.stderr
+    assert bad_url.exit_code == 2
+    assert "Invalid value for '--outbox-url'" in bad_url.stderr
+    assert "Traceback" not in bad_uri.output + bad_url.output
+
+
+def test_an_outbox_database_that_cannot_be_opened_exits_3_without_a_traceback(
+    mongo: FakeMongoClient, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'app.db'}"
+
+    result = run(["deliver", "--outbox-url", url, "--mongo-uri", MONGO_URI])
+
+    assert result.exit_code == 3
+    assert "the outbox database failed: OperationalError" in result.stderr
+    assert "Traceback" not in result.output

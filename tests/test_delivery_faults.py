@@ -472,7 +472,7 @@ CLI_MONGO_URI = "mongodb://mongo.test/app"
 def cli_mongo(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The client every Mongo URI of the command opens: one in-memory client."""
     client: Any = mongomock.MongoClient(CLI_MONGO_URI, tz_aware=True)
-    monkeypatch.setattr("audit_mongo.connect.MongoClient", lambda uri, **options: client)
+    monkeypatch.setattr("pymongo.MongoClient", lambda uri, **options: client)
     for name in ("AUDIT_MONGO_URI", "AUDIT_MONGO_OUTBOX_URL", "AUDIT_MONGO_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     return client

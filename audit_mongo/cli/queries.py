@@ -1,0 +1,255 @@
+"""The commands that read the log: ``history``, ``user``, ``recent`` and ``export``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import click
+
+from ..entry import AuditEntry
+from ..query import ACTIONS
+from ..reader import ANYONE, PAGE_LIMIT, AuditReader
+from .options import (
+    LogSettings,
+    check_range,
+    log_options,
+    opened,
+    usage_error,
+    usage_errors,
+)
+from .output import CSV_COLUMNS, csv_line, csv_rows, entry_json, render
+from .params import Key, Moment, TableName, any_form
+
+Command = Callable[..., Any]
+
+EXPORT_PAGE = 1000  # entries read per query while exporting
+PROGRESS_EVERY = 10_000  # entries between two progress lines of an export (on stderr)
+USER_LIMIT = 100  # entries `user` shows unless --limit says otherwise
+RECENT_LIMIT = 20  # entries `recent` shows unless --limit says otherwise
+
+
+def filter_options(command: Command) -> Command:
+    """--since, --until and --action (repeatable)."""
+    for option in reversed(_FILTER_OPTIONS):
+        command = option(command)
+    return command
+
+
+_FILTER_OPTIONS = (
+    click.option("--since", type=Moment(), help="Only entries at or after: 2h, 7d, 2026-01-01."),
+    click.option("--until", type=Moment(), help="Only entries before: 30m, 2026-01-01T12:00."),
+    click.option(
+        "--action",
+        "actions",
+        type=click.Choice(ACTIONS),
+        multiple=True,
+        help="Only these actions (repeatable).",
+    ),
+)
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="JSON Lines: one entry per line (extended JSON)."
+)
+table_option = click.option("--table", type=TableName(), help="Only this table's entries.")
+
+
+def limit_option(default: int | None, most: int | None = None) -> Callable[[Command], Command]:
+    shown = "all" if default is None else str(default)
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1, max=most),
+        default=default,
+        help=f"At most this many entries [default: {shown}].",
+    )
+
+
+@click.command(short_help="A row's history, newest first.")
+@click.argument("table", type=TableName())
+@click.argument("object_id", metavar="ID", type=Key("object id"))
+@filter_options
+@limit_option(None)
+@json_option
+@log_options
+def history(
+    log: LogSettings,
+    table: str,
+    object_id: Any,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    actions: tuple[str, ...],
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """A row's history, newest first, across changes of its primary key.
+
+    ID is the key as text: numeric text matches an integer or a string key. A composite
+    key is a JSON array, its types exact. A negative key goes after --.
+
+    \b
+        audit-mongo history clients 5
+        audit-mongo history memberships '["admins", 7]'
+        audit-mongo history ledger -- -5
+    """
+    check_range(since, until)
+    with opened(log) as collection, usage_errors():
+        entries = AuditReader(collection).for_object(
+            table, object_id, actions=actions or None, since=since, until=until, limit=limit
+        )
+        show(entries, as_json)
+
+
+@click.command(short_help="What one user did, newest first.")
+@click.argument("user_id", metavar="USER_ID", type=Key("user id"))
+@table_option
+@filter_options
+@limit_option(USER_LIMIT)
+@json_option
+@log_options
+def user(
+    log: LogSettings,
+    user_id: Any,
+    table: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    actions: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """What one user did, newest first.
+
+    USER_ID is the id as text: numeric text matches an integer or a string id (42 and
+    "42"); a JSON array for a composite one.
+    """
+    check_range(since, until)
+    with opened(log) as collection, usage_errors():
+        reader = AuditReader(collection)
+        streams = [
+            reader.by_user(
+                form, table=table, actions=actions or None, since=since, until=until, limit=limit
+            )
+            for form in any_form(user_id)
+        ]
+        show(islice(merged(streams, newest_first=True), limit), as_json)
+
+
+@click.command(short_help="The latest entries, newest first.")
+@table_option
+@filter_options
+@limit_option(RECENT_LIMIT, PAGE_LIMIT)
+@json_option
+@log_options
+def recent(
+    log: LogSettings,
+    table: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    actions: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The latest entries, newest first."""
+    check_range(since, until)
+    with opened(log) as collection, usage_errors():
+        page = AuditReader(collection).find(
+            table=table, actions=actions or None, since=since, until=until, limit=limit
+        )
+        show(page.entries, as_json)
+
+
+@click.command(short_help="Export entries as JSON Lines or CSV.")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(("jsonl", "csv")),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: one entry per line; csv: one row per changed field.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format jsonl.")
+@table_option
+@click.option("--id", "object_id", type=Key("object id"), help="Only this row (needs --table).")
+@click.option("--user", "user_id", type=Key("user id"), help="Only this user's entries.")
+@filter_options
+@log_options
+def export(
+    log: LogSettings,
+    form: str,
+    as_json: bool,
+    table: str | None,
+    object_id: Any,
+    user_id: Any,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    actions: tuple[str, ...],
+) -> None:
+    """Every matching entry, oldest first, to stdout (progress on stderr).
+
+    CSV cells starting with = + - @ tab or CR get a leading apostrophe, so that no
+    spreadsheet runs stored text as a formula.
+    """
+    check_range(since, until)
+    if object_id is not None and table is None:
+        raise usage_error("--id needs --table")
+    filters = {"table": table, "object_id": object_id, "since": since, "until": until}
+    filters["actions"] = actions or None
+    with opened(log) as collection, usage_errors():
+        reader = AuditReader(collection)
+        users = [ANYONE] if user_id is None else any_form(user_id)
+        streams = [pages(reader, {**filters, "user_id": u}) for u in users]
+        write_export(merged(streams, newest_first=False), "jsonl" if as_json else form)
+
+
+# -- running queries and showing what they find ----------------------------------------
+
+
+def show(entries: Iterable[AuditEntry], as_json: bool) -> None:
+    """Entries to stdout, as a table or JSON Lines; "no entries" on stderr if none."""
+    shown = 0
+    for entry in entries:
+        click.echo(render(entry, as_json))
+        shown += 1
+    if not shown and not as_json:
+        click.echo("no entries", err=True)
+
+
+def merged(streams: list[Iterator[AuditEntry]], newest_first: bool) -> Iterator[AuditEntry]:
+    """Streams in the same order as one, by (created_at, _id)."""
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=position, reverse=newest_first)
+
+
+def position(entry: AuditEntry) -> tuple[dt.datetime, Any]:
+    return entry.created_at, entry.id
+
+
+def pages(reader: AuditReader, filters: dict[str, Any]) -> Iterator[AuditEntry]:
+    """Every entry ``find()`` matches, oldest first, a page at a time."""
+    after: str | None = None
+    while True:
+        page = reader.find(**filters, limit=EXPORT_PAGE, after=after, order="oldest")
+        yield from page.entries
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor
+
+
+def write_export(entries: Iterable[AuditEntry], form: str) -> None:
+    """Entries to stdout; a progress line every PROGRESS_EVERY entries and the count at the
+    end on stderr."""
+    if form == "csv":
+        click.echo(csv_line(CSV_COLUMNS), nl=False)
+    count = 0
+    for entry in entries:
+        if form == "csv":
+            click.echo("".join(csv_line(row) for row in csv_rows(entry)), nl=False)
+        else:
+            click.echo(entry_json(entry))
+        count += 1
+        if count % PROGRESS_EVERY == 0:
+            click.echo(f"exported {count:,} entries…", err=True)
+    click.echo(f"exported {count:,} entries", err=True)
