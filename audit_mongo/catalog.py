@@ -62,9 +62,10 @@ class TableModel:
         """The column attributes recorded for a row of class ``entity`` (None: the base)."""
         return self.entity_attributes.get(entity or self.base.class_.__name__, frozenset())
 
-    def stored_key(self, value: Any) -> Any:
+    def stored_key(self, value: Any, *, checked: bool = True) -> Any:
         """A primary key as documents store it, from the Python value or its text (a URL
-        parameter): ``"5"`` becomes ``5`` for an integer key. A composite key is a tuple."""
+        parameter): ``"5"`` becomes ``5`` for an integer key. A composite key is a tuple.
+        ``checked=False``: a loaded object's own key, not refused for a leading "$"."""
         parts = list(value) if isinstance(value, (tuple, list)) else [value]
         if len(parts) != len(self.key_columns):
             names = ", ".join(c.key for c in self.key_columns)
@@ -72,11 +73,14 @@ class TableModel:
                 f"{self.table_name} has a key of {len(self.key_columns)} column(s) ({names}); "
                 f"got {value!r}"
             )
-        stored = [self._stored_part(p, c) for p, c in zip(parts, self.key_columns, strict=True)]
+        stored = [
+            self._stored_part(p, c, checked) for p, c in zip(parts, self.key_columns, strict=True)
+        ]
         return stored[0] if len(stored) == 1 else stored
 
-    def _stored_part(self, value: Any, column: Any) -> Any:
-        check_id(value)  # refuse an operator before anything else looks at it
+    def _stored_part(self, value: Any, column: Any, checked: bool) -> Any:
+        if checked:
+            check_id(value)  # refuse an operator before anything else looks at it
         where = f"{self.table_name}.{column.key}"
         if isinstance(value, str):
             value = _parse(value, column.type, where)

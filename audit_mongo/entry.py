@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .catalog import TableModel
-from .reify import plain, reify
+from .reify import plain, reify, unescape_keys
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -69,7 +69,7 @@ class AuditEntry:
             user_id=plain(document.get("current_user_id")),
             created_at=utc(document["created_at"]),
             transaction_id=document.get("transaction_id"),
-            context=MappingProxyType(plain(document.get("context") or {})),
+            context=MappingProxyType(unescape_keys(plain(document.get("context") or {}))),
             changes=MappingProxyType(_changes(document.get("changes") or {}, model)),
             entity=document.get("entity"),
             previous_object_id=_key(document.get("previous_object_id"), model),

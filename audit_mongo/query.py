@@ -29,6 +29,7 @@ ORDERS = ("newest", "oldest")
 # Equality fields, most selective first: a query is served by the index of the first one
 # it compares (see indexes.INDEXES).
 INDEX_BY_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("voids",), "audit_voids"),  # the reader's look-up of voided documents
     (("transaction_id",), "audit_transaction"),
     (("context.request_id",), "audit_request"),
     (("table_name", "object_id"), "audit_row_history"),
@@ -39,6 +40,13 @@ INDEX_BY_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 # Fields of indexes that hold only documents having the field (partialFilterExpression).
 PARTIALLY_INDEXED = frozenset(("context.request_id",))
+
+# The entries a row walk (a row's history) needs whatever else it asks, to know where the
+# row begins and ends and to follow it across primary key changes.
+ROW_BOUNDARIES: tuple[dict[str, Any], ...] = (
+    {"action": {"$in": ["create", "delete"]}},
+    {"action": "update", "previous_object_id": {"$exists": True}},
+)
 
 
 @dataclass
@@ -54,7 +62,9 @@ class Query:
     entities: list[str] | None = None
     newest_first: bool = True
     after: tuple[dt.datetime, ObjectId] | None = None
-    keep_renames: bool = False  # also find the updates that changed the key (row history)
+    # A row walk: also find the row's creates, deletes and key changes (ROW_BOUNDARIES),
+    # with ``until`` checked by ``wants()`` for them.
+    keep_boundaries: bool = False
 
     @property
     def index(self) -> str:
@@ -85,8 +95,10 @@ class Query:
         return found
 
     def wants(self, entry: Any) -> bool:
-        """Whether an entry found with ``keep_renames`` is one the query asked for."""
+        """Whether an entry found with ``keep_boundaries`` is one the query asked for."""
         if self.actions is not None and entry.action not in self.actions:
+            return False
+        if self.until is not None and entry.created_at >= self.until:
             return False
         return self.fields is None or any(name in entry.changes for name in self.fields)
 
@@ -95,16 +107,19 @@ class Query:
         wanted: dict[str, Any] = {"action": {"$in": list(self.actions or ACTIONS)}}
         if self.fields:
             wanted["$or"] = [{f"changes.{name}": {"$exists": True}} for name in self.fields]
-        if not self.keep_renames or (self.actions is None and not self.fields):
+        if not self.keep_boundaries:
             return wanted
-        renames = {"action": "update", "previous_object_id": {"$exists": True}}
-        return {"$or": [wanted, renames]}
+        if self.until is not None:
+            wanted["created_at"] = {"$lt": self.until}
+        elif self.actions is None and not self.fields:
+            return wanted  # every entry: the boundaries among them
+        return {"$or": [wanted, *ROW_BOUNDARIES]}
 
     def _time_range(self) -> dict[str, Any]:
         created: dict[str, Any] = {}
         if self.since is not None:
             created["$gte"] = self.since
-        if self.until is not None:
+        if self.until is not None and not self.keep_boundaries:
             created["$lt"] = self.until
         if self.after is not None:
             moment = self.after[0]
@@ -203,10 +218,13 @@ def check_limit(limit: int | None, most: int | None = None) -> int | None:
     return limit
 
 
-def time_bound(value: dt.datetime | dt.date | None, what: str) -> dt.datetime | None:
+def time_bound(
+    value: dt.datetime | dt.date | None, what: str, *, round_up: bool = True
+) -> dt.datetime | None:
     """A ``since``/``until`` bound as aware UTC, rounded up to the millisecond BSON keeps (so
-    ``since`` stays inclusive and ``until`` exclusive). A naive datetime is taken as UTC, a
-    date as its midnight UTC."""
+    ``since`` stays inclusive and ``until`` exclusive); with ``round_up=False``, down (an
+    inclusive upper bound: ``state_at``'s moment). A naive datetime is taken as UTC, a date
+    as its midnight UTC."""
     if value is None:
         return None
     if not isinstance(value, dt.datetime):
@@ -216,8 +234,11 @@ def time_bound(value: dt.datetime | dt.date | None, what: str) -> dt.datetime | 
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
     value = value.astimezone(dt.timezone.utc)
-    if value.microsecond % 1000:
-        value += dt.timedelta(microseconds=1000 - value.microsecond % 1000)
+    extra = value.microsecond % 1000
+    if extra:
+        value -= dt.timedelta(microseconds=extra)
+        if round_up:
+            value += dt.timedelta(milliseconds=1)
     return value
 
 

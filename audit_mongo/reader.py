@@ -83,7 +83,8 @@ class AuditReader:
     # -- one row -------------------------------------------------------------------
 
     def history(self, obj: Any, *, limit: int | None = None) -> Iterator[AuditEntry]:
-        """A loaded (or deleted) object's entries, newest first, across primary key changes."""
+        """A loaded (or deleted) object's entries, newest first, across primary key changes;
+        a row that had its key before (deleted, or moved to another key) is not part of it."""
         model, key = self._object(obj)
         return self._row(model.table_name, key, model, Query(), check_limit(limit))
 
@@ -97,7 +98,8 @@ class AuditReader:
         until: dt.datetime | None = None,
         limit: int | None = None,
     ) -> Iterator[AuditEntry]:
-        """A row's entries, newest first; ``model`` is a mapped class or a table name and
+        """A row's entries, newest first, as ``history()`` gives them for the row that holds
+        the key (or held it last); ``model`` is a mapped class or a table name and
         ``object_id`` its key (a tuple for a composite key), or the key's text."""
         table, known, _ = self._table(model)
         key = known.stored_key(object_id) if known is not None else _any_form(object_id)
@@ -129,15 +131,16 @@ class AuditReader:
     def state_at(
         self, model: type | str, object_id: Any, when: dt.datetime
     ) -> dict[str, Any] | None:
-        """The row's column values as of ``when`` (deleted rows included): None before its
-        create and after its delete. If the log began after the row existed, only the
-        attributes the log knows at ``when`` are present (see the README)."""
+        """The column values of the row that held the key at ``when`` (deleted rows
+        included): None before its create and after its delete. A row whose key was changed
+        to ``object_id`` is followed back to its earlier key. If the log began after the row
+        existed, only the attributes the log knows at ``when`` are present (see the README)."""
         table, known, _ = self._table(model)
         key = known.stored_key(object_id) if known is not None else _any_form(object_id)
-        moment = time_bound(when, "when")
+        moment = time_bound(when, "when", round_up=False)  # entries up to it, inclusive
         if moment is None:
             raise ValueError("when is required")
-        entries = list(self._row(table, key, known, Query(), None))
+        entries = list(self._row_entries(table, key, known, Query(), whole_key=True))
         return state_at(entries, moment, known)
 
     # -- many rows -----------------------------------------------------------------
@@ -152,9 +155,10 @@ class AuditReader:
         actions: str | Iterable[str] | None = None,
         limit: int | None = None,
     ) -> Iterator[AuditEntry]:
-        """What one user did, newest first (``None``: changes nobody was known for)."""
+        """What one user did, newest first (``None``: changes nobody was known for). Text
+        that reads as an integer matches both forms: ``"42"`` finds ``42`` and ``"42"``."""
         query = self._query(table=table, actions=actions, since=since, until=until)
-        query.equal["current_user_id"] = check_user_id(user_id)
+        query.equal["current_user_id"] = _user_forms(user_id)
         return self._entries(query, check_limit(limit))
 
     def for_table(
@@ -203,7 +207,8 @@ class AuditReader:
         committed while paging never repeat or shift an entry (newest first, they are
         before page one; oldest first, they come last)."""
         size = check_limit(limit, PAGE_LIMIT)
-        assert size is not None
+        if size is None:
+            raise ValueError(f"find() returns pages: limit must be 1 to {PAGE_LIMIT}")
         query = self._query(
             table=table, actions=actions, fields=fields, since=since, until=until, order=order
         )
@@ -215,7 +220,7 @@ class AuditReader:
                 known.stored_key(object_id) if known is not None else _any_form(object_id)
             )
         if user_id is not ANYONE:
-            query.equal["current_user_id"] = check_user_id(user_id)
+            query.equal["current_user_id"] = _user_forms(user_id)
         if after is not None:
             query.after = decode_cursor(after)
         entries = list(self._entries(query, size + 1))
@@ -267,7 +272,8 @@ class AuditReader:
         if state.identity is None:
             raise ValueError(f"{obj!r} has no primary key yet: flush it before asking its history")
         model = self._catalog.model(state.mapper)
-        return model, model.stored_key(state.identity)
+        # The object's own key: no input to check (a key may well start with "$").
+        return model, model.stored_key(state.identity, checked=False)
 
     def _row(
         self,
@@ -282,23 +288,40 @@ class AuditReader:
         return islice(self._row_entries(table, key, model, query), limit)
 
     def _row_entries(
-        self, table: str, key: Any, model: TableModel | None, query: Query
+        self,
+        table: str,
+        key: Any,
+        model: TableModel | None,
+        query: Query,
+        *,
+        whole_key: bool = False,
     ) -> Iterator[AuditEntry]:
+        """One row's entries, newest first, and not those of another row that had the key
+        before or took it: the walk ends at the row's create, or before an earlier row's
+        delete, and goes on under the old key at an update that changed the key.
+        ``whole_key``: every entry under ``key`` itself, earlier rows included
+        (``state_at``)."""
         query.equal = {"table_name": table, "object_id": key}
-        query.keep_renames = True
+        query.keep_boundaries = True
+        bounded = not whole_key
+        seen = False  # an entry of the row was met: an older delete ended another row
         while True:
-            renamed: AuditEntry | None = None
             for document in self._documents(query, CHUNK):
                 entry = AuditEntry.from_document(document, model)
+                if bounded and seen and entry.action == "delete":
+                    return
+                seen = True
                 if query.wants(entry):
                     yield entry
+                if bounded and entry.action == "create":
+                    return
                 if document.get("previous_object_id") is not None:
-                    renamed = entry
+                    bounded = True
                     query.equal["object_id"] = document["previous_object_id"]
+                    query.after = (entry.created_at, entry.id)
                     break
-            if renamed is None:
+            else:
                 return
-            query.after = (renamed.created_at, renamed.id)
 
     def _entries(self, query: Query, limit: int | None) -> Iterator[AuditEntry]:
         chunk = CHUNK if limit is None else min(CHUNK, limit)
@@ -324,6 +347,12 @@ class AuditReader:
             {"voids": {"$in": ids, "$exists": True}}, {"voids": 1, "_id": 0}
         )
         return {d["voids"] for d in found}
+
+
+def _user_forms(user_id: Any) -> Any:
+    """A user id as stored. The log does not know the user model: text that reads as an
+    integer (a URL parameter) matches either form, as a key of unknown type does."""
+    return None if check_user_id(user_id) is None else _any_form(user_id)
 
 
 def _any_form(object_id: Any) -> Any:

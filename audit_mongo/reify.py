@@ -44,11 +44,13 @@ def reify(value: Any, column_type: TypeEngine[Any] | None) -> Any:
     if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum):
         return _member(enum_class, value)
     if isinstance(impl, JSON):
-        return _unescape(plain(value))
+        return unescape_keys(plain(value))
     item_type = getattr(impl, "item_type", None)  # ARRAY
     if isinstance(value, list) and isinstance(item_type, TypeEngine):
         return [reify(item, item_type) for item in value]
     python_type = _python_type(column_type)
+    if python_type is not None and issubclass(python_type, enum.Enum):
+        return _member(python_type, value)  # a TypeDecorator for a Flag, say
     reviver = _REVIVERS.get(python_type) if python_type is not None else None
     if reviver is None:
         return plain(value)
@@ -153,12 +155,13 @@ def _str(value: Any) -> str:
     return value
 
 
-def _unescape(value: Any) -> Any:
-    """A JSON document's keys as the application wrote them (see ``normalise.escape_key``)."""
+def unescape_keys(value: Any) -> Any:
+    """A JSON document's (or a context's) keys as the application wrote them (see
+    ``normalise.escape_key``)."""
     if isinstance(value, dict):
-        return {_unescape_key(k): _unescape(v) for k, v in value.items()}
+        return {_unescape_key(k): unescape_keys(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unescape(v) for v in value]
+        return [unescape_keys(v) for v in value]
     return value
 
 

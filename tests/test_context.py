@@ -213,3 +213,14 @@ def test_core_statements_inside_a_disabled_block_are_not_recorded(
         audit.close()
 
     assert [d["object_id"] for d in stored(collection)] == [2]
+
+
+def test_the_query_api_gives_the_context_back_with_its_keys_as_written(
+    audit: AuditLog, session: Session
+) -> None:
+    with audit.context(request_id="r-9", **{"a.b": 1, "$note": "x"}):
+        session.add(Client(id=1, name="A"))
+        session.commit()
+
+    (entry,) = audit.for_request("r-9")
+    assert dict(entry.context) == {"request_id": "r-9", "a.b": 1, "$note": "x"}

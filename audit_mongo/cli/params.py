@@ -152,17 +152,6 @@ def _scalar(item: Any) -> bool:
     return isinstance(item, (str, int, float)) and not isinstance(item, bool)
 
 
-INTEGER = re.compile(r"-?[0-9]{1,18}")
-
-
-def any_form(value: Any) -> list[Any]:
-    """The stored forms a key given as text may have: numeric text is an integer or a
-    string (the same rule ``AuditReader`` applies to object ids when no model is known)."""
-    if isinstance(value, str) and INTEGER.fullmatch(value):
-        return [int(value), value]
-    return [value]
-
-
 class TableName(ParamType):
     """A table name: a plain string, never an operator (no leading ``$``)."""
 

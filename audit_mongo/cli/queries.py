@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from typing import Any
 
 import click
@@ -22,7 +20,7 @@ from .options import (
     usage_errors,
 )
 from .output import CSV_COLUMNS, csv_line, csv_rows, entry_json, render
-from .params import Key, Moment, TableName, any_form
+from .params import Key, Moment, TableName
 
 Command = Callable[..., Any]
 
@@ -126,14 +124,10 @@ def user(
     """
     check_range(since, until)
     with opened(log) as collection, usage_errors():
-        reader = AuditReader(collection)
-        streams = [
-            reader.by_user(
-                form, table=table, actions=actions or None, since=since, until=until, limit=limit
-            )
-            for form in any_form(user_id)
-        ]
-        show(islice(merged(streams, newest_first=True), limit), as_json)
+        entries = AuditReader(collection).by_user(
+            user_id, table=table, actions=actions or None, since=since, until=until, limit=limit
+        )
+        show(entries, as_json)
 
 
 @click.command(short_help="The latest entries, newest first.")
@@ -197,10 +191,8 @@ def export(
     filters = {"table": table, "object_id": object_id, "since": since, "until": until}
     filters["actions"] = actions or None
     with opened(log) as collection, usage_errors():
-        reader = AuditReader(collection)
-        users = [ANYONE] if user_id is None else any_form(user_id)
-        streams = [pages(reader, {**filters, "user_id": u}) for u in users]
-        write_export(merged(streams, newest_first=False), "jsonl" if as_json else form)
+        filters["user_id"] = ANYONE if user_id is None else user_id
+        write_export(pages(AuditReader(collection), filters), "jsonl" if as_json else form)
 
 
 # -- running queries and showing what they find ----------------------------------------
@@ -214,17 +206,6 @@ def show(entries: Iterable[AuditEntry], as_json: bool) -> None:
         shown += 1
     if not shown and not as_json:
         click.echo("no entries", err=True)
-
-
-def merged(streams: list[Iterator[AuditEntry]], newest_first: bool) -> Iterator[AuditEntry]:
-    """Streams in the same order as one, by (created_at, _id)."""
-    if len(streams) == 1:
-        return streams[0]
-    return heapq.merge(*streams, key=position, reverse=newest_first)
-
-
-def position(entry: AuditEntry) -> tuple[dt.datetime, Any]:
-    return entry.created_at, entry.id
 
 
 def pages(reader: AuditReader, filters: dict[str, Any]) -> Iterator[AuditEntry]:
