@@ -53,6 +53,10 @@ def main() -> None:
         client.phone = "+1 555 0100"
         session.commit()  # update: only what changed, old and new
 
+        # The query API reads the log back as typed entries, with no Mongo query to write.
+        history = list(audit.history(client))  # newest first
+        first_state = audit.state_at(Client, client.id, history[-1].created_at)
+
         session.delete(client)
         session.commit()  # delete: every column as it was
 
@@ -66,6 +70,10 @@ def main() -> None:
     documents = list(audit.collection.find(mine).sort([("created_at", 1), ("_id", 1)]))
     for document in documents:
         print(json_util.dumps(document, indent=2, json_options=json_util.RELAXED_JSON_OPTIONS))
+    print("\nThe first client's history, newest first, before it was deleted:")
+    for entry in history:
+        print(" ", entry.describe())
+    print("  its values as first committed:", first_state)
     print(f"{len(documents)} audit documents in {audit.collection.full_name}")
     audit.close()
 
