@@ -16,8 +16,8 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 from sqlalchemy.types import CHAR, NCHAR, TypeDecorator, TypeEngine
 
+from .inputs import check_id
 from .normalise import column_value_to_bson
-from .query import check_id
 from .table_info import identity_table
 
 NO_EXCLUSIONS: frozenset[str] = frozenset()
@@ -96,15 +96,26 @@ class TableModel:
             return None
         return sorted(m.class_.__name__ for m in mapper.self_and_descendants)
 
-    def check_field(self, name: str) -> None:
-        """Raise ``ValueError`` unless the log can record attribute ``name`` of these rows."""
+    def check_field(self, name: str, entity: str | None = None) -> None:
+        """Raise ``ValueError`` unless the log records attribute ``name`` of these rows (of
+        class ``entity`` and its subclasses, when given)."""
         if name in self.excluded:
             raise ValueError(
                 f"{self.table_name}.{name} is excluded from the audit log: it is never recorded"
             )
-        if name not in self.attribute_types and name not in self.collections:
-            known = ", ".join(sorted([*self.attribute_types, *self.collections]))
-            raise ValueError(f"{self.table_name} has no attribute {name!r} (it has: {known})")
+        names = set(self.collections)
+        if entity is None:
+            names.update(self.attribute_types)
+        else:
+            mapper = next(m for m in self.base.self_and_descendants if m.class_.__name__ == entity)
+            for each in mapper.self_and_descendants:
+                names.update(self.columns_of(each.class_.__name__))
+        if name not in names:
+            base = self.base.class_.__name__
+            where = self.table_name if entity in (None, base) else f"{entity} ({self.table_name})"
+            raise ValueError(
+                f"{where} has no attribute {name!r} (it has: {', '.join(sorted(names))})"
+            )
 
 
 def _parse(text: str, column_type: TypeEngine[Any], where: str) -> Any:
@@ -132,6 +143,14 @@ def _parse(text: str, column_type: TypeEngine[Any], where: str) -> Any:
         ) from None
 
 
+def _int(text: str) -> int:
+    """Plain ASCII digits with an optional minus sign (int() would take "1_0" and " 5 ")."""
+    body = text[1:] if text[:1] == "-" else text
+    if not (body.isascii() and body.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
 def _bool(text: str) -> bool:
     lowered = text.lower()
     if lowered not in ("true", "false", "1", "0"):
@@ -140,7 +159,7 @@ def _bool(text: str) -> bool:
 
 
 _PARSERS: dict[type, Callable[[str], Any]] = {
-    int: int,
+    int: _int,
     float: float,
     bool: _bool,
     Decimal: Decimal,
@@ -186,11 +205,6 @@ class ModelCatalog:
         """A catalog over the registries of ``models`` (mapped classes or declarative bases)."""
         registries = {_registry(model) for model in models}
         return cls(lambda: registries)
-
-    @property
-    def known(self) -> bool:
-        """Whether any mapped class is known: only then are names checked."""
-        return bool(self._table_mappers())
 
     def table(self, name: str) -> TableModel | None:
         """The model behind ``name``; None when no class is known at all. Raises

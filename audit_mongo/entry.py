@@ -12,8 +12,6 @@ from typing import Any
 from .catalog import TableModel
 from .reify import plain, reify, unescape_keys
 
-EMPTY: Mapping[str, Any] = MappingProxyType({})
-
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -37,10 +37,22 @@ INDEXES: tuple[IndexModel, ...] = (
     ),
     # Everything in a time range, in order (ties broken by _id): find, recent, tail.
     IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="audit_created_at"),
+    # Where rows left a key (an update of the primary key names the key it left): a row's
+    # history ends where another row left its key; state_at finds a key vacated.
+    IndexModel(
+        [
+            ("table_name", ASCENDING),
+            ("previous_object_id", ASCENDING),
+            ("created_at", DESCENDING),
+            ("_id", DESCENDING),
+        ],
+        name="audit_row_departures",
+        partialFilterExpression={"previous_object_id": {"$exists": True}},
+    ),
     # Everything one commit did, in the order it was done.
     IndexModel(
         [("transaction_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
-        name="audit_transaction",
+        name="audit_transaction_order",
     ),
     # Everything one web request did; only documents written in a request are indexed.
     IndexModel(
@@ -59,6 +71,8 @@ INDEXES: tuple[IndexModel, ...] = (
 # MongoDB only expires documents through a single-field index (a compound index ignores
 # expireAfterSeconds), so retention gets its own index beside audit_created_at.
 RETENTION_INDEX = "audit_retention"
+# Earlier versions' index on transaction_id alone, which audit_transaction_order supersedes.
+SUPERSEDED = {"audit_transaction": [("transaction_id", ASCENDING)]}
 RETENTION_KEYS = [("created_at", ASCENDING)]
 MAX_EXPIRE_AFTER_SECONDS = 2**31 - 1  # the largest expireAfterSeconds MongoDB accepts
 
@@ -103,7 +117,9 @@ def ensure_indexes(collection: Any, retention: dt.timedelta | None = None) -> li
     dropped. Returns the names of the indexes ensured.
     """
     expire_after = retention_seconds(retention)
-    existing = collection.index_information().get(RETENTION_INDEX)
+    information = collection.index_information()
+    existing = information.get(RETENTION_INDEX)
+    _warn_superseded(collection, information)
     models = list(INDEXES)
     if expire_after is not None and existing is None:
         models.append(
@@ -135,6 +151,19 @@ def ensure_indexes(collection: Any, retention: dt.timedelta | None = None) -> li
             )
         names.append(RETENTION_INDEX)
     return names
+
+
+def _warn_superseded(collection: Any, information: dict[str, Any]) -> None:
+    for name, keys in SUPERSEDED.items():
+        if name in information and list(information[name]["key"]) == keys:
+            logger.warning(
+                "audit_mongo: index %s on %s is no longer used (replaced by a newer index); "
+                "drop it to save space: db.%s.dropIndex(%r)",
+                name,
+                collection.full_name,
+                collection.name,
+                name,
+            )
 
 
 def _change_expiry(collection: Any, expire_after: int) -> None:

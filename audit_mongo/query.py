@@ -1,5 +1,5 @@
-"""A query on the audit collection: checked input, the Mongo filter and sort, and the index
-from ``indexes.INDEXES`` that serves it.
+"""A query on the audit collection: the Mongo filter and sort, the index from
+``indexes.INDEXES`` that serves it, and the cursor of a position in its results.
 
 Every query is equality on an index's leading fields, then ``created_at`` and ``_id`` in
 the index's order (or exactly reversed): the "equality, sort, range" shape MongoDB serves
@@ -13,33 +13,32 @@ import base64
 import binascii
 import datetime as dt
 import json
-import math
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from .normalise import to_bson
+from .inputs import ACTIONS
 
-ACTIONS = ("create", "update", "delete")
-ORDERS = ("newest", "oldest")
+if TYPE_CHECKING:
+    from .entry import AuditEntry
 
 # Equality fields, most selective first: a query is served by the index of the first one
 # it compares (see indexes.INDEXES).
 INDEX_BY_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("voids",), "audit_voids"),  # the reader's look-up of voided documents
-    (("transaction_id",), "audit_transaction"),
+    (("transaction_id",), "audit_transaction_order"),
     (("context.request_id",), "audit_request"),
     (("table_name", "object_id"), "audit_row_history"),
+    (("table_name", "previous_object_id"), "audit_row_departures"),
     (("current_user_id",), "audit_user_history"),
     (("table_name",), "audit_table_history"),
     ((), "audit_created_at"),
 )
 
 # Fields of indexes that hold only documents having the field (partialFilterExpression).
-PARTIALLY_INDEXED = frozenset(("context.request_id",))
+PARTIALLY_INDEXED = frozenset(("context.request_id", "previous_object_id"))
 
 # The entries a row walk (a row's history) needs whatever else it asks, to know where the
 # row begins and ends and to follow it across primary key changes.
@@ -55,6 +54,7 @@ class Query:
     (``$in``); ``after`` is the position (``created_at``, ``_id``) to continue after."""
 
     equal: dict[str, Any] = field(default_factory=dict)
+    scalar: frozenset[str] = frozenset()  # fields compared to a single value, never an array
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     actions: tuple[str, ...] | None = None
@@ -62,14 +62,10 @@ class Query:
     entities: list[str] | None = None
     newest_first: bool = True
     after: tuple[dt.datetime, ObjectId] | None = None
+    inclusive: bool = False  # the entry at ``after`` itself too
     # A row walk: also find the row's creates, deletes and key changes (ROW_BOUNDARIES),
     # with ``until`` checked by ``wants()`` for them.
     keep_boundaries: bool = False
-
-    @property
-    def index(self) -> str:
-        """The name of the index that serves this query."""
-        return next(name for keys, name in INDEX_BY_FIELDS if set(keys) <= set(self.equal))
 
     def sort(self) -> list[tuple[str, int]]:
         direction = -1 if self.newest_first else 1
@@ -81,22 +77,29 @@ class Query:
             found[name] = {"$in": value} if isinstance(value, Candidates) else {"$eq": value}
             if name in PARTIALLY_INDEXED:  # what lets MongoDB use the partial index
                 found[name]["$exists"] = True
+            if name in self.scalar:  # a composite key is an array: 7 would match [7, "a"]
+                found[name]["$not"] = {"$type": "array"}
         created = self._time_range()
         if created:
             found["created_at"] = created
         if self.after is not None:
             moment, last = self.after
             # The same millisecond as the last entry: only those past it by _id.
-            seen = "$gte" if self.newest_first else "$lte"
+            if self.newest_first:
+                seen = "$gt" if self.inclusive else "$gte"
+            else:
+                seen = "$lt" if self.inclusive else "$lte"
             found["$nor"] = [{"created_at": moment, "_id": {seen: last}}]
         found.update(self._narrowing())
-        if self.entities is not None:
+        if self.entities is not None and not self.keep_boundaries:
             found["entity"] = {"$in": self.entities}
         return found
 
-    def wants(self, entry: Any) -> bool:
+    def wants(self, entry: AuditEntry) -> bool:
         """Whether an entry found with ``keep_boundaries`` is one the query asked for."""
         if self.actions is not None and entry.action not in self.actions:
+            return False
+        if self.entities is not None and entry.entity not in self.entities:
             return False
         if self.until is not None and entry.created_at >= self.until:
             return False
@@ -132,114 +135,6 @@ class Query:
 
 class Candidates(list[Any]):
     """Values any of which the field may equal (``$in``)."""
-
-
-# -- checking input ------------------------------------------------------------------
-
-
-def check_id(value: Any, what: str = "object id") -> Any:
-    """``value`` as stored, after refusing what could smuggle an operator into a filter: a
-    dict, or a string starting with ``$``, at any depth of a composite key."""
-    if value is None:
-        raise ValueError(f"{what} is required")
-    if isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a value, not a mapping: {value!r}")
-    if isinstance(value, str) and value.startswith("$"):
-        raise ValueError(f"{what} may not start with '$': {value!r}")
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f"{what} is an empty sequence")
-        return [check_id(v, what) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    try:
-        stored = to_bson(value)
-    except Exception:
-        raise ValueError(f"{what} of type {type(value).__name__} cannot be stored") from None
-    if isinstance(stored, (dict, list)):
-        raise ValueError(f"{what} must be a single value, got {value!r}")
-    return stored
-
-
-def check_user_id(value: Any) -> Any:
-    """A user id as stored; None stands for "nobody known"."""
-    return None if value is None else check_id(value, "user id")
-
-
-def check_name(value: Any, what: str) -> str:
-    """A table, field or transaction name: a plain string, usable as (part of) a field path."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
-    if value.startswith("$") or "\x00" in value:
-        raise ValueError(f"{what} may not start with '$' or contain NUL: {value!r}")
-    return value
-
-
-def check_field(value: Any) -> str:
-    name = check_name(value, "field name")
-    if "." in name:
-        raise ValueError(f"field names have no '.': {name!r}")
-    return name
-
-
-def check_actions(actions: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    if actions is None:
-        return None
-    chosen = (actions,) if isinstance(actions, str) else tuple(actions)
-    unknown = [a for a in chosen if a not in ACTIONS]
-    if unknown or not chosen:
-        raise ValueError(f"actions must be among {', '.join(ACTIONS)}; got {chosen!r}")
-    return chosen
-
-
-def check_fields(fields: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    if fields is None:
-        return None
-    chosen = (fields,) if isinstance(fields, str) else tuple(fields)
-    if not chosen:
-        raise ValueError("fields is empty: pass None to match every entry")
-    return tuple(check_field(f) for f in chosen)
-
-
-def check_order(order: str) -> bool:
-    """True for newest first."""
-    if order not in ORDERS:
-        raise ValueError(f"order must be 'newest' or 'oldest', got {order!r}")
-    return order == "newest"
-
-
-def check_limit(limit: int | None, most: int | None = None) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if most is not None and limit > most:
-        raise ValueError(f"limit may be at most {most}, got {limit}")
-    return limit
-
-
-def time_bound(
-    value: dt.datetime | dt.date | None, what: str, *, round_up: bool = True
-) -> dt.datetime | None:
-    """A ``since``/``until`` bound as aware UTC, rounded up to the millisecond BSON keeps (so
-    ``since`` stays inclusive and ``until`` exclusive); with ``round_up=False``, down (an
-    inclusive upper bound: ``state_at``'s moment). A naive datetime is taken as UTC, a date
-    as its midnight UTC."""
-    if value is None:
-        return None
-    if not isinstance(value, dt.datetime):
-        if not isinstance(value, dt.date):
-            raise TypeError(f"{what} must be a datetime or a date, not {type(value).__name__}")
-        value = dt.datetime.combine(value, dt.time())
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    value = value.astimezone(dt.timezone.utc)
-    extra = value.microsecond % 1000
-    if extra:
-        value -= dt.timedelta(microseconds=extra)
-        if round_up:
-            value += dt.timedelta(milliseconds=1)
-    return value
 
 
 # -- page cursors --------------------------------------------------------------------

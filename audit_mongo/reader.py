@@ -16,16 +16,14 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
 from sqlalchemy.orm.state import InstanceState
 
 from .catalog import ModelCatalog, TableModel
 from .entry import AuditEntry
-from .query import (
-    Candidates,
-    Query,
+from .inputs import (
     check_actions,
     check_field,
     check_fields,
@@ -34,11 +32,11 @@ from .query import (
     check_name,
     check_order,
     check_user_id,
-    decode_cursor,
-    encode_cursor,
+    integer_text,
     time_bound,
 )
-from .state import state_at
+from .query import Candidates, Query, decode_cursor, encode_cursor
+from .row_history import RowHistory, scalar_fields
 
 CHUNK = 500  # documents read (and checked for voids) at a time
 PAGE_LIMIT = 10_000  # the largest page find() returns
@@ -66,6 +64,16 @@ class Page:
         return len(self.entries)
 
 
+class TableRef(NamedTuple):
+    """A table named by a class or a name: its model if known, and for a subclass in an
+    inheritance hierarchy, the class and the entities (class names) its rows may have."""
+
+    name: str
+    model: TableModel | None
+    entity: str | None = None
+    entities: list[str] | None = None
+
+
 class AuditReader:
     """Queries on an audit collection.
 
@@ -78,15 +86,23 @@ class AuditReader:
 
     def __init__(self, collection: Any, *, models: Iterable[type] = ()) -> None:
         self.collection = collection
-        self._catalog = ModelCatalog.of_models(models)
+        self._catalog = self._model_catalog(models)
+
+    def _model_catalog(self, models: Iterable[type]) -> ModelCatalog:
+        return ModelCatalog.of_models(models)
 
     # -- one row -------------------------------------------------------------------
 
     def history(self, obj: Any, *, limit: int | None = None) -> Iterator[AuditEntry]:
         """A loaded (or deleted) object's entries, newest first, across primary key changes;
-        a row that had its key before (deleted, or moved to another key) is not part of it."""
-        model, key = self._object(obj)
-        return self._row(model.table_name, key, model, Query(), check_limit(limit))
+        a row that had its key before (deleted, or moved to another key) is not part of it,
+        nor, for a deleted object, a newer row that took its key."""
+        model, key, deleted = self._object(obj)
+        size = check_limit(limit)
+        walk = self._rows(model.table_name, model).walk(
+            key, Query(), _chunk(size), from_delete=deleted
+        )
+        return islice(walk, size)
 
     def for_object(
         self,
@@ -101,14 +117,18 @@ class AuditReader:
         """A row's entries, newest first, as ``history()`` gives them for the row that holds
         the key (or held it last); ``model`` is a mapped class or a table name and
         ``object_id`` its key (a tuple for a composite key), or the key's text."""
-        table, known, _ = self._table(model)
-        key = known.stored_key(object_id) if known is not None else _any_form(object_id)
+        table = self._table(model)
         query = Query(
             actions=check_actions(actions),
             since=time_bound(since, "since"),
             until=time_bound(until, "until"),
+            entities=table.entities,
         )
-        return self._row(table, key, known, query, check_limit(limit))
+        size = check_limit(limit)
+        walk = self._rows(table.name, table.model).walk(
+            self._key(table, object_id), query, _chunk(size)
+        )
+        return islice(walk, size)
 
     def updated_at(self, obj: Any, attribute: str) -> dt.datetime | None:
         """When ``attribute`` of ``obj`` last changed (its create included); None if never."""
@@ -122,26 +142,27 @@ class AuditReader:
         return entry.user_id if entry is not None else None
 
     def last_change(self, obj: Any, attribute: str) -> AuditEntry | None:
-        """The newest entry that changed ``attribute`` of ``obj``."""
-        model, key = self._object(obj)
-        model.check_field(check_field(attribute))
-        query = Query(fields=(attribute,))
-        return next(self._row(model.table_name, key, model, query, 1), None)
+        """The newest create or update that set ``attribute`` of ``obj``."""
+        model, key, deleted = self._object(obj)
+        model.check_field(check_field(attribute), type(obj).__name__)
+        rows = self._rows(model.table_name, model)
+        changes = Query(fields=(attribute,), actions=("create", "update"))  # not a delete
+        walk = rows.walk(key, changes, 1, from_delete=deleted)
+        return next(walk, None)
 
     def state_at(
         self, model: type | str, object_id: Any, when: dt.datetime
     ) -> dict[str, Any] | None:
         """The column values of the row that held the key at ``when`` (deleted rows
-        included): None before its create and after its delete. A row whose key was changed
-        to ``object_id`` is followed back to its earlier key. If the log began after the row
-        existed, only the attributes the log knows at ``when`` are present (see the README)."""
-        table, known, _ = self._table(model)
-        key = known.stored_key(object_id) if known is not None else _any_form(object_id)
+        included): None before its create, after its delete, or after it moved to another
+        key. If the log began after the row existed, only the attributes the log knows at
+        ``when`` are present (see the README)."""
+        table = self._table(model)
+        key = self._key(table, object_id)
         moment = time_bound(when, "when", round_up=False)  # entries up to it, inclusive
         if moment is None:
             raise ValueError("when is required")
-        entries = list(self._row_entries(table, key, known, Query(), whole_key=True))
-        return state_at(entries, moment, known)
+        return self._rows(table.name, table.model).state_at(key, moment)
 
     # -- many rows -----------------------------------------------------------------
 
@@ -158,7 +179,7 @@ class AuditReader:
         """What one user did, newest first (``None``: changes nobody was known for). Text
         that reads as an integer matches both forms: ``"42"`` finds ``42`` and ``"42"``."""
         query = self._query(table=table, actions=actions, since=since, until=until)
-        query.equal["current_user_id"] = _user_forms(user_id)
+        self._match_user(query, user_id)
         return self._entries(query, check_limit(limit))
 
     def for_table(
@@ -215,12 +236,10 @@ class AuditReader:
         if object_id is not None:
             if table is None:
                 raise ValueError("object_id needs a table")
-            known = self._table(table)[1]
-            query.equal["object_id"] = (
-                known.stored_key(object_id) if known is not None else _any_form(object_id)
-            )
+            key = query.equal["object_id"] = self._key(self._table(table), object_id)
+            query.scalar |= scalar_fields("object_id", key)
         if user_id is not ANYONE:
-            query.equal["current_user_id"] = _user_forms(user_id)
+            self._match_user(query, user_id)
         if after is not None:
             query.after = decode_cursor(after)
         entries = list(self._entries(query, size + 1))
@@ -249,23 +268,31 @@ class AuditReader:
             newest_first=check_order(order),
         )
         if table is not None:
-            name, known, entities = self._table(table)
-            query.equal["table_name"] = name
-            query.entities = entities
-            if known is not None:
+            ref = self._table(table)
+            query.equal["table_name"] = ref.name
+            query.entities = ref.entities
+            if ref.model is not None:
                 for field in query.fields or ():
-                    known.check_field(field)
+                    ref.model.check_field(field, ref.entity)
         return query
 
-    def _table(self, model: type | str) -> tuple[str, TableModel | None, list[str] | None]:
-        """A table's name, its model if known, and the entities a subclass stands for."""
+    def _table(self, model: type | str) -> TableRef:
         if isinstance(model, str):
             name = check_name(model, "table name")
-            return name, self._catalog.table(name), None
+            return TableRef(name, self._catalog.table(name))
         known, mapper = self._catalog.of_class(model)
-        return known.table_name, known, known.entities(mapper)
+        entities = known.entities(mapper)
+        entity = mapper.class_.__name__ if entities is not None else None
+        return TableRef(known.table_name, known, entity, entities)
 
-    def _object(self, obj: Any) -> tuple[TableModel, Any]:
+    def _key(self, table: TableRef, object_id: Any) -> Any:
+        """A key as stored: converted to the key's type when the model is known."""
+        if table.model is not None:
+            return table.model.stored_key(object_id)
+        return _any_form(object_id)
+
+    def _object(self, obj: Any) -> tuple[TableModel, Any, bool]:
+        """A mapped object's model, its key as stored, and whether it was deleted."""
         state = inspect(obj, raiseerr=False)
         if not isinstance(state, InstanceState):
             raise TypeError(f"{obj!r} is not an instance of a mapped class")
@@ -273,55 +300,15 @@ class AuditReader:
             raise ValueError(f"{obj!r} has no primary key yet: flush it before asking its history")
         model = self._catalog.model(state.mapper)
         # The object's own key: no input to check (a key may well start with "$").
-        return model, model.stored_key(state.identity, checked=False)
+        return model, model.stored_key(state.identity, checked=False), state.was_deleted
 
-    def _row(
-        self,
-        table: str,
-        key: Any,
-        model: TableModel | None,
-        query: Query,
-        limit: int | None,
-    ) -> Iterator[AuditEntry]:
-        """A row's entries newest first, following primary key changes back: the entries
-        before an update that changed the key are under the key it had."""
-        return islice(self._row_entries(table, key, model, query), limit)
+    def _match_user(self, query: Query, user_id: Any) -> None:
+        forms = query.equal["current_user_id"] = _user_forms(user_id)
+        if forms is not None:
+            query.scalar |= scalar_fields("current_user_id", forms)
 
-    def _row_entries(
-        self,
-        table: str,
-        key: Any,
-        model: TableModel | None,
-        query: Query,
-        *,
-        whole_key: bool = False,
-    ) -> Iterator[AuditEntry]:
-        """One row's entries, newest first, and not those of another row that had the key
-        before or took it: the walk ends at the row's create, or before an earlier row's
-        delete, and goes on under the old key at an update that changed the key.
-        ``whole_key``: every entry under ``key`` itself, earlier rows included
-        (``state_at``)."""
-        query.equal = {"table_name": table, "object_id": key}
-        query.keep_boundaries = True
-        bounded = not whole_key
-        seen = False  # an entry of the row was met: an older delete ended another row
-        while True:
-            for document in self._documents(query, CHUNK):
-                entry = AuditEntry.from_document(document, model)
-                if bounded and seen and entry.action == "delete":
-                    return
-                seen = True
-                if query.wants(entry):
-                    yield entry
-                if bounded and entry.action == "create":
-                    return
-                if document.get("previous_object_id") is not None:
-                    bounded = True
-                    query.equal["object_id"] = document["previous_object_id"]
-                    query.after = (entry.created_at, entry.id)
-                    break
-            else:
-                return
+    def _rows(self, table: str, model: TableModel | None) -> RowHistory:
+        return RowHistory(self._documents, table, model)
 
     def _entries(self, query: Query, limit: int | None) -> Iterator[AuditEntry]:
         chunk = CHUNK if limit is None else min(CHUNK, limit)
@@ -358,11 +345,9 @@ def _user_forms(user_id: Any) -> Any:
 def _any_form(object_id: Any) -> Any:
     """A key whose type is unknown: text that reads as an integer matches either form."""
     stored = check_id(object_id)
-    if isinstance(stored, str) and _is_integer(stored):
-        return Candidates([int(stored), stored])
-    return stored
+    number = integer_text(stored) if isinstance(stored, str) else None
+    return stored if number is None else Candidates([number, stored])
 
 
-def _is_integer(text: str) -> bool:
-    body = text[1:] if text[:1] == "-" else text
-    return body.isdigit() and body.isascii() and len(body) < 19
+def _chunk(limit: int | None) -> int:
+    return CHUNK if limit is None else min(CHUNK, limit)

@@ -66,7 +66,7 @@ def test_ensure_indexes_is_idempotent(collection: Any) -> None:
     ]
     assert indexes["audit_user_history"]["key"][0] == ("current_user_id", 1)
     assert indexes["audit_created_at"]["key"] == [("created_at", 1), ("_id", 1)]
-    assert indexes["audit_transaction"]["key"] == [
+    assert indexes["audit_transaction_order"]["key"] == [
         ("transaction_id", 1),
         ("created_at", 1),
         ("_id", 1),
@@ -74,6 +74,23 @@ def test_ensure_indexes_is_idempotent(collection: Any) -> None:
     assert indexes["audit_table_history"]["key"][0] == ("table_name", 1)
     assert indexes["audit_request"]["key"][0] == ("context.request_id", 1)
     assert indexes["audit_voids"]["key"] == [("voids", 1)]
+
+
+def test_the_superseded_transaction_index_of_earlier_versions_gets_a_warning_not_an_error(
+    collection: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    collection.create_index([("transaction_id", 1)], name="audit_transaction")
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        names = ensure_indexes(collection)
+
+    assert "audit_transaction_order" in names
+    assert "index audit_transaction" in caplog.text
+    assert "dropIndex('audit_transaction')" in caplog.text
+    caplog.clear()
+    collection.drop_index("audit_transaction")
+    with caplog.at_level(logging.WARNING, logger="audit_mongo"):
+        ensure_indexes(collection)
+    assert "no longer used" not in caplog.text
 
 
 def ensure_with_retention(collection: Any, retention: dt.timedelta | None) -> list[str]:

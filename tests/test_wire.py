@@ -87,7 +87,8 @@ def test_ensure_indexes_sends_the_documented_indexes(
         "audit_user_history",
         "audit_table_history",
         "audit_created_at",
-        "audit_transaction",
+        "audit_row_departures",
+        "audit_transaction_order",
         "audit_request",
         "audit_voids",
     ]
@@ -99,7 +100,13 @@ def test_ensure_indexes_sends_the_documented_indexes(
         "audit_user_history": [("current_user_id", 1), ("created_at", -1), ("_id", -1)],
         "audit_table_history": [("table_name", 1), ("created_at", -1), ("_id", -1)],
         "audit_created_at": [("created_at", 1), ("_id", 1)],
-        "audit_transaction": [("transaction_id", 1), ("created_at", 1), ("_id", 1)],
+        "audit_row_departures": [
+            ("table_name", 1),
+            ("previous_object_id", 1),
+            ("created_at", -1),
+            ("_id", -1),
+        ],
+        "audit_transaction_order": [("transaction_id", 1), ("created_at", 1), ("_id", 1)],
         "audit_request": [("context.request_id", 1), ("created_at", 1), ("_id", 1)],
         "audit_voids": [("voids", 1)],
     }
@@ -138,7 +145,7 @@ def test_retention_sends_a_single_field_ttl_index_in_create_indexes(
     audit.close()
 
     specs = {index["name"]: index for index in request.doc["indexes"]}
-    assert len(specs) == 8
+    assert len(specs) == 9
     ttl = specs["audit_retention"]
     assert list(ttl["key"].items()) == [("created_at", 1)]
     assert ttl["expireAfterSeconds"] == 2_592_000
