@@ -23,7 +23,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
-from audit_mongo.cli import main
+from audit_mongo.cli import EXIT_PENDING, EXIT_USAGE, main
+from audit_mongo.cli import exit_status as exit_status_of
 from tests.fakes import closed_loopback_port
 from tests.models import Client
 
@@ -339,6 +340,31 @@ def test_main_called_with_arguments_returns_the_exit_status(
     assert_stored_once(mongo.documents(), ids)
     assert main(["deliver", "--outbox-url", "sqlite://"]) == 2
     assert "--uri/--mongo-uri (or AUDIT_MONGO_URI) is required" in capsys.readouterr().err
+
+
+def test_a_message_exit_is_an_error_status_not_documents_pending(
+    mongo: FakeMongoClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sys.exit("message")`` is status 1 to Python, which here means "pending": the
+    command line makes it 2 and shows the message, as Python would have."""
+
+    def give_up(*args: Any, **kwargs: Any) -> None:
+        sys.exit("something gave up")
+
+    monkeypatch.setattr("audit_mongo.cli.queries.show", give_up)
+
+    status = main(["recent", "--uri", MONGO_URI])
+
+    assert status == EXIT_USAGE != EXIT_PENDING
+    assert capsys.readouterr().err == "something gave up\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(None, 0), (0, 0), (1, 1), (2, 2), (3, 3), ("a message", 2), (["odd"], 2)],
+)
+def test_exit_codes_map_to_statuses(code: object, status: int) -> None:
+    assert exit_status_of(code) == status
 
 
 def test_a_bad_mongo_uri_or_outbox_url_is_a_usage_error(tmp_path: Path) -> None:

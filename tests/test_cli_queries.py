@@ -111,7 +111,9 @@ def story(engine: Engine) -> Iterator[Story]:
             session.commit()
             session.add(Country(code="123", name="One two three"))
             session.commit()
-            session.delete(session.get_one(Country, "123"))
+            country = session.get(Country, "123")  # get_one: SQLAlchemy 2.0.22+
+            assert country is not None
+            session.delete(country)
             session.commit()
         yield Story(collection, client.id)
 
@@ -249,6 +251,60 @@ def test_user_table_output_and_filters(story: Story) -> None:
     assert cli("user", "nobody").stderr == "no entries\n"
 
 
+def test_nobody_asks_for_the_changes_no_user_was_known_for(engine: Engine) -> None:
+    """``by_user(None)`` on the command line: ``user --nobody`` and ``export --nobody``."""
+    with mongo_server() as collection, recording(collection) as audit, Session(engine) as session:
+        client = Client(name="by nobody")
+        session.add(client)
+        session.commit()
+        with audit.acting_as(7):
+            client.name = "by seven"
+            session.commit()
+        with audit.acting_as(0):  # a falsy id is someone
+            client.name = "by zero"
+            session.commit()
+        client.name = "by nobody again"
+        session.commit()
+
+        user = json_lines(cli("user", "--nobody", "--json"))
+        table = blocks(cli("user", "--nobody", "--table", "clients", "--action", "create"))
+        exported = json_lines(cli("export", "--nobody"))
+        rows = csv_rows(cli("export", "--nobody", "--format", "csv", "--action", "update"))
+        seven = json_lines(cli("export", "--user", "7"))
+
+    assert [(e["action"], e["current_user_id"]) for e in user] == [
+        ("update", None),
+        ("create", None),
+    ]
+    assert [e["changes"]["name"]["added"] for e in user] == [["by nobody again"], ["by nobody"]]
+    ((header, *_),) = table
+    assert "create  clients  id 1  user None" in header
+    assert exported == list(reversed(user))  # oldest first
+    assert [(r["action"], r["user_id"], r["new"]) for r in rows] == [
+        ("update", "", "by nobody again")
+    ]
+    assert [e["changes"]["name"]["added"] for e in seven] == [["by seven"]]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["user"], "Missing argument 'USER_ID' (or --nobody"),
+        (["user", "7", "--nobody"], "give USER_ID or --nobody, not both"),
+        (["user", "--nobody", "7"], "give USER_ID or --nobody, not both"),
+        (["export", "--user", "7", "--nobody"], "give --user or --nobody, not both"),
+    ],
+)
+def test_nobody_and_a_user_id_exclude_each_other(arguments: list[str], message: str) -> None:
+    with mongo_server():
+        result = cli(*arguments)
+
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Usage: audit-mongo " in result.stderr
+    assert result.stdout == ""
+
+
 # -- recent ----------------------------------------------------------------------------------
 
 
@@ -369,6 +425,40 @@ def test_export_jsonl_keeps_every_stored_type(engine: Engine) -> None:
     assert "  price  Decimal('9.99') → Decimal('10.50')" in table.stdout
 
 
+DOLLAR, DOT, NUL = "\uff04", "\uff0e", "\u2400"  # how a key's "$", "." and NUL are stored
+
+
+def test_json_output_gives_context_and_json_keys_as_stored_not_unescaped(engine: Engine) -> None:
+    """The API gives ``context`` back with the keys the application wrote (``$where``);
+    JSON output is the stored document, whose keys are escaped (``\uff04where``)."""
+    context = {"$where": 1, "a.b": 2, "nul\x00": {"c.d": [{"$in": 3}]}}
+    with mongo_server() as collection, recording(collection) as audit, Session(engine) as session:
+        with audit.context(**context):
+            session.add(Sample(data={"$where": 1, "a.b": {"$gt": 2}}))
+            session.commit()
+        (document,) = collection.find()
+
+        outputs = {
+            "history": json_lines(cli("history", "samples", "1", "--json")),
+            "recent": json_lines(cli("recent", "--json")),
+            "user": json_lines(cli("user", "--nobody", "--json")),
+            "export": json_lines(cli("export")),
+        }
+        api_context = dict(audit.find().entries[0].context)
+
+    assert api_context == context  # the API unescapes: the command line must not follow it
+    assert document["context"] == {
+        f"{DOLLAR}where": 1,
+        f"a{DOT}b": 2,
+        f"nul{NUL}": {f"c{DOT}d": [{f"{DOLLAR}in": 3}]},
+    }
+    assert document["changes"]["data"]["added"] == [
+        {f"{DOLLAR}where": 1, f"a{DOT}b": {f"{DOLLAR}gt": 2}}
+    ]
+    for command, lines in outputs.items():
+        assert lines == [without_schema_version(document)], command
+
+
 def test_export_filters_by_table_id_user_action_and_time(story: Story) -> None:
     backdate(story, 3, table_name="clients", action="create")
 
@@ -386,6 +476,21 @@ def test_export_filters_by_table_id_user_action_and_time(story: Story) -> None:
     needs_table = cli("export", "--id", "1")
     assert needs_table.exit_code == 2
     assert "--id needs --table" in needs_table.stderr
+
+
+def test_export_user_leaves_numeric_text_to_the_reader_across_pages(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--user 42`` is one query matching 42 and "42" (the reader's): paged one entry at
+    a time, each comes once, oldest first."""
+    monkeypatch.setattr("audit_mongo.cli.queries.EXPORT_PAGE", 1)
+
+    entries = json_lines(cli("export", "--user", "42"))
+
+    assert [(e["action"], e["current_user_id"]) for e in entries] == [
+        ("create", 42),
+        ("update", "42"),
+    ]
 
 
 def csv_rows(result: Result) -> list[dict[str, str]]:
@@ -444,23 +549,47 @@ def test_export_csv_neutralises_spreadsheet_formulas(engine: Engine) -> None:
     assert ids == [str(n) for n in range(1, 7)]  # numbers are left alone
 
 
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
 def test_a_long_export_reports_progress_on_stderr_and_keeps_stdout_data(
-    story: Story, monkeypatch: pytest.MonkeyPatch
+    story: Story, monkeypatch: pytest.MonkeyPatch, form: str
 ) -> None:
+    quiet = cli("export", "--format", form)  # fewer entries than PROGRESS_EVERY: no progress
     monkeypatch.setattr("audit_mongo.cli.queries.PROGRESS_EVERY", 2)
     monkeypatch.setattr("audit_mongo.cli.queries.EXPORT_PAGE", 2)  # three pages
 
-    result = cli("export")
+    result = cli("export", "--format", form)
 
-    assert len(json_lines(result)) == 5
+    assert (result.exit_code, quiet.exit_code) == (0, 0)
+    assert quiet.stderr == "exported 5 entries\n"
+    assert result.stdout == quiet.stdout  # the same data, not a progress line in it
+    assert "exported" not in result.stdout
     assert result.stderr.splitlines() == [
         "exported 2 entries…",
         "exported 4 entries…",
         "exported 5 entries",
     ]
-    csv_result = cli("export", "--format", "csv")
-    assert len({r["id"] for r in csv_rows(csv_result)}) == 5
-    assert csv_result.stderr.splitlines()[-1] == "exported 5 entries"
+    if form == "jsonl":
+        assert len(json_lines(result)) == 5
+    else:
+        assert len({r["id"] for r in csv_rows(result)}) == 5
+
+
+def test_export_counts_one_entry_in_the_singular(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = cli("export", "--table", "memberships")
+    none = cli("export", "--table", "nowhere")
+    monkeypatch.setattr("audit_mongo.cli.queries.PROGRESS_EVERY", 1)
+    every_one = cli("export", "--table", "clients")
+
+    assert (len(json_lines(one)), one.stderr) == (1, "exported 1 entry\n")
+    assert (none.exit_code, none.stdout, none.stderr) == (0, "", "exported 0 entries\n")
+    assert len(json_lines(every_one)) == 2
+    assert every_one.stderr.splitlines() == [
+        "exported 1 entry…",
+        "exported 2 entries…",
+        "exported 2 entries",
+    ]
 
 
 # -- what stored data may not do to a terminal ------------------------------------------------

@@ -44,7 +44,9 @@ def commit_client(engine: Engine, name: str) -> int:
 
 def rename_client(engine: Engine, client_id: int, name: str) -> None:
     with Session(engine) as session:
-        session.get_one(Client, client_id).name = name
+        client = session.get(Client, client_id)  # get_one: SQLAlchemy 2.0.22+
+        assert client is not None
+        client.name = name
         session.commit()
 
 
@@ -147,6 +149,20 @@ def test_polling_with_since_first_shows_the_entries_since_then(
     assert {e["table_name"] for e in entries} == {"clients"}
 
 
+def test_tail_json_gives_context_keys_as_stored(engine: Engine) -> None:
+    with mongo_server() as collection, recording(collection) as audit:
+        with audit.context(**{"$where": 1, "a.b": 2}):
+            commit_client(engine, "in context")
+        (document,) = collection.find()
+
+        result = cli("tail", "--since", "1h", "--stop-after", "1", "--json")
+
+    assert document["context"] == {"\uff04where": 1, "a\uff0eb": 2}
+    (entry,) = json_lines(result)
+    assert entry["context"] == document["context"]
+    assert entry == {k: v for k, v in document.items() if k != "schema_version"}
+
+
 def test_polling_shows_documents_delivered_late_within_the_lookback(
     engine: Engine, polled: threading.Event
 ) -> None:
@@ -213,6 +229,30 @@ def test_seen_ids_trim_a_long_backlog_as_it_is_read() -> None:
 
     assert len(seen) == 2 and 3 in seen and 4 in seen
     assert seen.forget_before(start) == start + dt.timedelta(minutes=3)
+
+
+def test_seen_ids_hold_up_to_twice_the_limit_between_polls_and_the_limit_after_one() -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    seen = SeenIds(limit=2)
+    for minute in range(4):  # twice the limit: not trimmed yet
+        seen.add(minute, start + dt.timedelta(minutes=minute))
+
+    assert len(seen) == 4
+    assert seen.forget_before(start) == start + dt.timedelta(minutes=2)
+    assert len(seen) == 2 and 2 in seen and 3 in seen
+
+
+def test_seen_ids_remember_a_commit_larger_than_the_limit_whole() -> None:
+    """A commit's documents share their ``created_at``: none of them can be forgotten
+    while the window still starts at that moment, or it would be shown again."""
+    commit = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    seen = SeenIds(limit=2)
+    for _id in range(5):  # past twice the limit: trimmed, but all share the cutoff
+        seen.add(_id, commit)
+
+    assert len(seen) == 5
+    assert seen.forget_before(commit - dt.timedelta(minutes=5)) == commit
+    assert len(seen) == 5 and all(_id in seen for _id in range(5))
 
 
 # -- change streams ----------------------------------------------------------------------------

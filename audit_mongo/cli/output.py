@@ -18,6 +18,7 @@ from bson import Decimal128, json_util
 from bson.json_util import JSONOptions
 
 from ..entry import AuditEntry, Change, short
+from ..normalise import escape_key
 
 FOLD = 60  # characters of a value shown in the table
 NAME_FOLD = 40  # characters of a name (table, field, action) shown in the table
@@ -100,7 +101,13 @@ def entry_json(entry: AuditEntry) -> str:
 
 
 def entry_document(entry: AuditEntry) -> dict[str, Any]:
-    """The entry as the document it was read from (``schema_version`` aside)."""
+    """The entry as the document it was read from (``schema_version`` aside).
+
+    The reader gives ``context`` with its keys as the application wrote them (``$where``,
+    ``a.b``): here they are escaped again as stored (a leading ``$`` as U+FF04, ``.`` as
+    U+FF0E, NUL as U+2400), so that the line is the stored document, fit for ``mongoimport``.
+    ``changes`` are as stored already: without a model the reader leaves a JSON value's keys
+    escaped, as every value (``stored`` undoes what ``plain`` did)."""
     document: dict[str, Any] = {
         "_id": entry.id,
         "created_at": entry.created_at,
@@ -119,8 +126,18 @@ def entry_document(entry: AuditEntry) -> dict[str, Any]:
     if entry.previous_object_id is not None:
         document["previous_object_id"] = stored(entry.previous_object_id)
     if entry.context:
-        document["context"] = stored(entry.context)
+        document["context"] = stored(stored_keys(entry.context))
     return document
+
+
+def stored_keys(value: Any) -> Any:
+    """Keys made plain again by ``reify.unescape_keys`` escaped as stored
+    (``normalise.escape_key``), in sub-documents and arrays too."""
+    if isinstance(value, Mapping):
+        return {escape_key(key): stored_keys(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [stored_keys(item) for item in value]
+    return value
 
 
 def stored(value: Any) -> Any:

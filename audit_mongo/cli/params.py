@@ -7,11 +7,12 @@ import datetime as dt
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..query import check_id, check_name
+from ..inputs import check_id, check_name
 
 if TYPE_CHECKING:  # generic from click 8.4; older releases cannot be subscripted at run time
     ParamType = click.ParamType[Any]
@@ -150,6 +151,18 @@ def parse_key(text: str, what: str) -> str | tuple[Any, ...]:
 
 def _scalar(item: Any) -> bool:
     return isinstance(item, (str, int, float)) and not isinstance(item, bool)
+
+
+class OptionalArgument(click.Argument):
+    """An argument that may be left out (``[USER_ID]`` in the usage line), named without
+    the brackets in error messages (``Invalid value for 'USER_ID'``)."""
+
+    def __init__(self, param_decls: Sequence[str], **attrs: Any) -> None:
+        attrs["required"] = False
+        super().__init__(param_decls, **attrs)
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return f"'{self.human_readable_name}'"
 
 
 class TableName(ParamType):

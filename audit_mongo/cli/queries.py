@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from ..entry import AuditEntry
-from ..query import ACTIONS
-from ..reader import ANYONE, PAGE_LIMIT, AuditReader
+from ..inputs import ACTIONS
+from ..reader import PAGE_LIMIT, AuditReader
 from .options import (
+    Command,
     LogSettings,
     check_range,
     log_options,
@@ -20,9 +21,7 @@ from .options import (
     usage_errors,
 )
 from .output import CSV_COLUMNS, csv_line, csv_rows, entry_json, render
-from .params import Key, Moment, TableName
-
-Command = Callable[..., Any]
+from .params import Key, Moment, OptionalArgument, TableName
 
 EXPORT_PAGE = 1000  # entries read per query while exporting
 PROGRESS_EVERY = 10_000  # entries between two progress lines of an export (on stderr)
@@ -100,8 +99,9 @@ def history(
         show(entries, as_json)
 
 
-@click.command(short_help="What one user did, newest first.")
-@click.argument("user_id", metavar="USER_ID", type=Key("user id"))
+@click.command(short_help="What one user (or nobody known) did, newest first.")
+@click.argument("user_id", type=Key("user id"), cls=OptionalArgument)
+@click.option("--nobody", is_flag=True, help="The entries no user was known for, not USER_ID's.")
 @table_option
 @filter_options
 @limit_option(USER_LIMIT)
@@ -110,6 +110,7 @@ def history(
 def user(
     log: LogSettings,
     user_id: Any,
+    nobody: bool,
     table: str | None,
     since: dt.datetime | None,
     until: dt.datetime | None,
@@ -117,15 +118,27 @@ def user(
     limit: int,
     as_json: bool,
 ) -> None:
-    """What one user did, newest first.
+    """What one user did, newest first; with --nobody instead of USER_ID, the changes no
+    user was known for (current_user_id null).
 
     USER_ID is the id as text: numeric text matches an integer or a string id (42 and
     "42"); a JSON array for a composite one.
     """
+    if nobody and user_id is not None:
+        raise usage_error("give USER_ID or --nobody, not both")
+    if not nobody and user_id is None:
+        raise usage_error(
+            "Missing argument 'USER_ID' (or --nobody: the entries no user was known for)"
+        )
     check_range(since, until)
     with opened(log) as collection, usage_errors():
         entries = AuditReader(collection).by_user(
-            user_id, table=table, actions=actions or None, since=since, until=until, limit=limit
+            None if nobody else user_id,
+            table=table,
+            actions=actions or None,
+            since=since,
+            until=until,
+            limit=limit,
         )
         show(entries, as_json)
 
@@ -167,6 +180,7 @@ def recent(
 @table_option
 @click.option("--id", "object_id", type=Key("object id"), help="Only this row (needs --table).")
 @click.option("--user", "user_id", type=Key("user id"), help="Only this user's entries.")
+@click.option("--nobody", is_flag=True, help="Only the entries no user was known for.")
 @filter_options
 @log_options
 def export(
@@ -176,11 +190,14 @@ def export(
     table: str | None,
     object_id: Any,
     user_id: Any,
+    nobody: bool,
     since: dt.datetime | None,
     until: dt.datetime | None,
     actions: tuple[str, ...],
 ) -> None:
-    """Every matching entry, oldest first, to stdout (progress on stderr).
+    """Every matching entry, oldest first, to stdout (progress on stderr). --user picks
+    one user's entries (numeric text matches an integer or a string id), --nobody those no
+    user was known for.
 
     CSV cells starting with = + - @ tab or CR get a leading apostrophe, so that no
     spreadsheet runs stored text as a formula.
@@ -188,10 +205,15 @@ def export(
     check_range(since, until)
     if object_id is not None and table is None:
         raise usage_error("--id needs --table")
+    if nobody and user_id is not None:
+        raise usage_error("give --user or --nobody, not both")
     filters = {"table": table, "object_id": object_id, "since": since, "until": until}
     filters["actions"] = actions or None
+    if nobody:
+        filters["user_id"] = None  # current_user_id null: the reader's by_user(None)
+    elif user_id is not None:
+        filters["user_id"] = user_id
     with opened(log) as collection, usage_errors():
-        filters["user_id"] = ANYONE if user_id is None else user_id
         write_export(pages(AuditReader(collection), filters), "jsonl" if as_json else form)
 
 
@@ -232,5 +254,10 @@ def write_export(entries: Iterable[AuditEntry], form: str) -> None:
             click.echo(entry_json(entry))
         count += 1
         if count % PROGRESS_EVERY == 0:
-            click.echo(f"exported {count:,} entries…", err=True)
-    click.echo(f"exported {count:,} entries", err=True)
+            click.echo(f"exported {entries_text(count)}…", err=True)
+    click.echo(f"exported {entries_text(count)}", err=True)
+
+
+def entries_text(count: int) -> str:
+    """``1 entry``, ``0 entries``, ``10,000 entries``."""
+    return f"{count:,} {'entry' if count == 1 else 'entries'}"

@@ -20,13 +20,13 @@ from typing import Any
 import click
 from pymongo.errors import OperationFailure
 
-from ..entry import AuditEntry
-from ..query import ACTIONS
+from ..entry import AuditEntry, utc
+from ..inputs import ACTIONS
 from .options import LogSettings, log_options, opened
 from .output import render
 from .params import Duration, Moment, Seconds, TableName
 
-SEEN_LIMIT = 100_000  # ids polling remembers; past it the window narrows to the newest
+SEEN_LIMIT = 100_000  # ids polling keeps at each poll (see SeenIds); the window narrows to them
 ORDER = [("created_at", 1), ("_id", 1)]
 
 
@@ -186,9 +186,16 @@ def now() -> dt.datetime:
 
 
 class SeenIds:
-    """The ``_id``s already shown, with their ``created_at``. Those older than the window
-    are forgotten; past ``limit`` ids only the newest are kept and the window starts no
-    earlier than they do, so that no forgotten id comes back (none is shown twice)."""
+    """The ``_id``s already shown, with their ``created_at``.
+
+    Those older than the window are forgotten. At each poll (``forget_before``), past
+    ``limit`` ids only the newest ``limit`` are kept, and the window starts no earlier than
+    they do, so that no forgotten id comes back (none is shown twice). While a long backlog
+    is read (``add``), they may grow to twice ``limit`` before being trimmed back to the
+    newest ``limit``: trimming sorts them all, so it is not done at every id. Ids created
+    at the same moment as the oldest one kept are kept too (one commit's documents share
+    their ``created_at``), so a single commit of more rows than ``limit`` is remembered
+    whole."""
 
     def __init__(self, limit: int = SEEN_LIMIT) -> None:
         self.limit = limit
@@ -202,7 +209,7 @@ class SeenIds:
         return len(self._seen)
 
     def add(self, _id: Any, created_at: dt.datetime) -> None:
-        self._seen[_id] = _utc(created_at)
+        self._seen[_id] = utc(created_at)
         if len(self._seen) > 2 * self.limit:  # a long backlog: trim as it goes
             self._trim()
 
@@ -220,9 +227,3 @@ class SeenIds:
         cutoff = sorted(self._seen.values(), reverse=True)[self.limit - 1]
         self._horizon = cutoff if self._horizon is None else max(self._horizon, cutoff)
         self._seen = {i: when for i, when in self._seen.items() if when >= cutoff}
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.timezone.utc)
-    return moment
