@@ -231,7 +231,9 @@ class ModelCatalog:
         base = _document_base(mapper)
         model = self._models.get(base)
         if model is None:
-            model = self._models[base] = TableModel.of(base, self._excluded(base))
+            # An exclusion named for a subclass applies to that subclass's rows.
+            excluded = frozenset().union(*(self._excluded(m) for m in base.self_and_descendants))
+            model = self._models[base] = TableModel.of(base, excluded)
         return model
 
     def of_class(self, model: type) -> tuple[TableModel, Mapper[Any]]:

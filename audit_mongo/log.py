@@ -35,7 +35,7 @@ from .outbox import DEFAULT_TABLE as DEFAULT_OUTBOX_TABLE
 from .outbox import Outbox
 from .reader import AuditReader
 from .statement_events import StatementEvents
-from .tracking import Tracking
+from .tracking import Off, Tracking
 from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
 
 logger = logging.getLogger("audit_mongo")
@@ -150,12 +150,6 @@ class AuditLog(AuditReader):
         )
         self._tracking.listen()
         AuditReader.__init__(self, collection)
-        self._catalog = ModelCatalog(
-            self._tracking.known_registries,
-            preferred=self._tracking.is_tracked,
-            excluded=self._tracking.excluded,
-            generation=lambda: self._tracking.generation,
-        )
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
             self._tracking_listener(action) for action in ("create", "update", "delete")
@@ -182,6 +176,16 @@ class AuditLog(AuditReader):
         self._statements = StatementEvents(self._tracking, self._buffer, self._connections)
         self._client: Any = None
         self.closed = False
+
+    def _model_catalog(self, models: Iterable[type]) -> ModelCatalog:
+        """The query side knows the tracked classes (and their exclusions)."""
+        tracking = self._tracking
+        return ModelCatalog(
+            tracking.known_registries,
+            preferred=tracking.is_tracked,
+            excluded=tracking.excluded,
+            generation=lambda: tracking.generation,
+        )
 
     @classmethod
     def from_uri(
@@ -233,15 +237,23 @@ class AuditLog(AuditReader):
         """
         return self._actor.context(values)
 
-    def disabled(self) -> AbstractContextManager[None]:
-        """Record nothing of what is flushed or executed inside the block (or, used as a
-        decorator, the function); it holds for the current thread or asyncio task only.
+    def disabled(self) -> Off:
+        """Record nothing of what is flushed or executed inside the block; it holds for the
+        current thread or asyncio task only (and the tasks it starts). A ``with`` or an
+        ``async with`` block, or a decorator: of a function, for the call; of an ``async
+        def``, for as long as its coroutine runs, across its awaits, in the awaiting task.
+        A generator function cannot be decorated: use a block inside it.
 
         ::
 
             with audit.disabled():
                 load_fixtures(session)
                 session.commit()
+
+            @audit.disabled()
+            async def load_fixtures(session: AsyncSession) -> None:
+                session.add_all(FIXTURES)
+                await session.commit()
         """
         return self._tracking.off()
 

@@ -8,11 +8,13 @@ tracked class persists to it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, Table, event
 from sqlalchemy.orm import Mapper, class_mapper
@@ -26,6 +28,8 @@ from .statements import StatementTarget
 from .table_info import TableInfo, padded_flags
 
 ALL_ACTIONS: frozenset[Action] = frozenset(("create", "update", "delete"))
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Tracking:
@@ -45,7 +49,8 @@ class Tracking:
         self._unmapped: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._targets: dict[Any, tuple[tuple[frozenset[Action], ...], StatementTarget | None]] = {}
         self._registries: set[Any] = set()
-        self._off: ContextVar[bool] = ContextVar(f"audit_mongo_off_{id(self)}", default=False)
+        # How many off() blocks the current thread or asyncio task is in.
+        self._off: ContextVar[int] = ContextVar(f"audit_mongo_off_{id(self)}", default=0)
         self.generation = 0  # bumped whenever derived knowledge is dropped
 
     @property
@@ -53,13 +58,9 @@ class Tracking:
         """False inside an ``off()`` block of the current thread or asyncio task."""
         return not self._off.get()
 
-    @contextmanager
-    def off(self) -> Iterator[None]:
-        token = self._off.set(True)
-        try:
-            yield
-        finally:
-            self._off.reset(token)
+    def off(self) -> Off:
+        """Recording off: a ``with`` or ``async with`` block, or a function's decorator."""
+        return Off(self._off)
 
     def listen(self) -> None:
         """Forget derived knowledge whenever SQLAlchemy configures new mappers."""
@@ -186,6 +187,75 @@ class Tracking:
     def _mappers(self) -> Iterator[Mapper[Any]]:
         for registry in list(self._registries | _all_registries()):
             yield from registry.mappers
+
+
+class Off:
+    """Recording off for the current thread or asyncio task: as a ``with`` or ``async with``
+    block, or as the decorator of a function or of a coroutine function (whose body runs in
+    the task awaiting it: recording is off there until it returns, across its awaits).
+
+    It counts the blocks entered rather than keeping a token, so one ``Off`` can be entered
+    by several threads or tasks at once, and nested or reused freely; an asyncio task
+    started inside the block copies the count, and records nothing either.
+    """
+
+    __slots__ = ("_depth",)
+
+    def __init__(self, depth: ContextVar[int]) -> None:
+        self._depth = depth
+
+    def __enter__(self) -> None:
+        self._depth.set(self._depth.get() + 1)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._depth.set(max(self._depth.get() - 1, 0))
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+    def __call__(self, func: F) -> F:
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            # Their bodies run piecemeal, between the caller's own steps: a decorator could
+            # only switch recording off around the call that creates the generator.
+            raise TypeError(
+                f"disabled() cannot decorate the generator function {func.__qualname__}: "
+                "use a `with` block inside it"
+            )
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def off_while_awaited(*args: Any, **kwargs: Any) -> Any:
+                with self:  # entered by the task that awaits, when it starts awaiting
+                    return await func(*args, **kwargs)
+
+            return off_while_awaited  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def off_while_called(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                result = func(*args, **kwargs)
+            if inspect.iscoroutine(result):  # a coroutine function not marked as one
+                return self._awaited(result)
+            return result
+
+        return off_while_called  # type: ignore[return-value]
+
+    async def _awaited(self, awaitable: Awaitable[Any]) -> Any:
+        with self:
+            return await awaitable
 
 
 def _all_registries() -> set[Any]:

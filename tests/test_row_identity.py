@@ -12,7 +12,7 @@ from sqlalchemy import BigInteger, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from audit_mongo import AuditLog, AuditReader
-from tests.models import Client, Engineer, Manager, Membership
+from tests.models import Client, Employee, Engineer, Manager, Membership
 from tests.query_helpers import Clock, commit_times, controlled_clock, new_log
 
 
@@ -192,3 +192,13 @@ def test_a_field_of_another_class_in_the_hierarchy_is_refused(audit: AuditLog) -
     with pytest.raises(ValueError, match=r"Engineer \(employees\) has no attribute 'budget'"):
         list(audit.for_table(Engineer, fields=("budget",)))
     list(audit.for_table(Manager, fields=("budget",)))  # Manager's own column
+
+
+def test_an_exclusion_named_for_a_subclass_is_known_to_the_query_side(collection: Any) -> None:
+    audit = new_log(collection, models=(Employee,))
+    audit.track(Manager, exclude=("budget",))
+    try:
+        with pytest.raises(ValueError, match="budget is excluded from the audit log"):
+            list(audit.for_table(Manager, fields=("budget",)))
+    finally:
+        audit.close()

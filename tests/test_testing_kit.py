@@ -3,8 +3,11 @@ and the assertions (called directly, with ``log=``)."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditEntry, AuditLog
 from audit_mongo.testing import assert_audited, assert_not_audited
-from tests.models import Article, Base, Client, Sample, Tag
+from tests.models import Account, Article, Base, Client, Engineer, Sample, Tag
 
 pytest_plugins = ["pytester"]
 
@@ -155,7 +158,7 @@ def test_a_failure_shows_what_was_expected_and_the_entries(pytester: pytest.Pyte
     )
     # The helper's own frames are hidden: the traceback ends at the user's call.
     assert "def assert_audited" not in result.stdout.str()
-    assert "testing.py" not in result.stdout.str()
+    assert "audit_mongo/testing" not in result.stdout.str()
 
 
 def test_no_entries_and_uncommitted_work_are_spelled_out(pytester: pytest.Pytester) -> None:
@@ -515,6 +518,73 @@ def test_overriding_the_fixtures(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
+def test_an_excluded_field_is_a_usage_error_at_the_users_line(pytester: pytest.Pytester) -> None:
+    """Not an AssertionError listing entries: the field can never be recorded."""
+    project(pytester, models_option=None)
+    pytester.makepyfile(
+        """
+        import warnings
+
+        import pytest
+
+        from audit_mongo import AuditLog, PendingInMemoryWarning
+        from audit_mongo.testing import assert_audited
+        from models import Client
+
+
+        @pytest.fixture
+        def audit_log():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PendingInMemoryWarning)
+                log = AuditLog.from_uri("mongomock://")
+            log.track(Client, exclude=("email",))
+            yield log
+            log.close()
+
+
+        def test_excluded(audit_log, session):
+            client = Client(name="Acme", email="a@example.com")
+            session.add(client)
+            session.commit()
+            assert_audited(client, "create", {"email": "a@example.com"})
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            '>*assert_audited(client, "create", {"email": "a@example.com"})',
+            "E       ValueError: clients.email is excluded from the audit log: it is never "
+            "recorded",
+        ]
+    )
+    assert "catalog.py" not in result.stdout.str()
+    assert "audit_mongo/testing" not in result.stdout.str()
+
+
+def test_loading_the_plugin_imports_only_its_own_modules() -> None:
+    """What ``import audit_mongo`` and pytest do not already import: the plugin's modules."""
+    script = textwrap.dedent(
+        """
+        import sys
+
+        import pytest
+        import audit_mongo
+
+        before = set(sys.modules)
+        import audit_mongo.testing
+
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    added = ast.literal_eval(done.stdout.strip())
+    assert added, "the plugin was already imported"
+    assert [m for m in added if not m.startswith("audit_mongo.testing")] == []
+
+
 def test_without_a_log_the_assertion_says_how_to_get_one(pytester: pytest.Pytester) -> None:
     project(pytester)
     pytester.makepyfile(
@@ -704,7 +774,7 @@ def test_usage_errors(db: Engine, log: AuditLog) -> None:
 
     with pytest.raises(ValueError, match="action must be one of create, update, delete"):
         assert_audited(client, "updated", log=log)
-    with pytest.raises(ValueError, match=r"Client has no attribute 'nmae' \(its attributes: "):
+    with pytest.raises(ValueError, match=r"clients has no attribute 'nmae' \(it has: "):
         assert_audited(client, "update", {"nmae": "x"}, log=log)
     with pytest.raises(TypeError, match="is not an instance of a mapped class"):
         assert_audited(object(), "create", log=log)
@@ -712,6 +782,58 @@ def test_usage_errors(db: Engine, log: AuditLog) -> None:
         assert_audited(client, "create", log="user_logs")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"assert_not_audited\(\) does not know which log"):
         assert_not_audited(client)  # this test has no audit_log fixture
+
+
+def test_an_excluded_attribute_is_refused_as_excluded(db: Engine, collection: Any) -> None:
+    audit = AuditLog(collection, exclude=("notes",))
+    audit.track(Account, exclude=("password",))
+    try:
+        with Session(db) as session:
+            account = Account(login="ann", password="secret", notes="n")
+            session.add(account)
+            session.commit()
+            account.login, account.password = "bob", "x"
+            session.commit()
+
+        assert_audited(account, "update", {"login": ("ann", "bob")}, log=audit)
+        with pytest.raises(ValueError) as failure:
+            assert_audited(account, "update", {"password": "x"}, log=audit)
+        assert str(failure.value) == (
+            "accounts.password is excluded from the audit log: it is never recorded"
+        )
+        with pytest.raises(ValueError, match=r"^accounts\.notes is excluded from the audit log"):
+            assert_audited(account, "create", {"login": "ann", "notes": "n"}, log=audit)
+        with pytest.raises(ValueError, match=r"^accounts\.password is excluded"):
+            assert_audited(Account(login="new"), "create", {"password": None}, log=audit)
+    finally:
+        audit.close()
+
+
+def test_an_attribute_the_log_never_records_for_the_class_is_refused(
+    db: Engine, log: AuditLog
+) -> None:
+    with Session(db) as session:
+        author = Client(name="Ann")
+        article = Article(title="t", author=author)
+        engineer = Engineer(name="Eve", skill="sql")
+        session.add_all([article, engineer])
+        session.commit()
+        author_id = author.id
+
+    assert_audited(article, "create", {"author_id": author_id, "title": "t"}, log=log)
+    with pytest.raises(ValueError) as failure:  # a many-to-one: its foreign key is recorded
+        assert_audited(article, "create", {"author": author}, log=log)
+    assert str(failure.value) == (
+        "Article.author is never recorded (of Article, the audit log records author_id, id, "
+        "tags, title)"
+    )
+    assert_audited(engineer, "create", {"skill": "sql"}, log=log)
+    with pytest.raises(ValueError) as failure:  # a column of Manager, in the same table
+        assert_audited(engineer, "create", {"budget": None}, log=log)
+    assert str(failure.value) == (
+        "Engineer has no attribute 'budget' (of Engineer, the audit log records id, kind, "
+        "name, skill)"
+    )
 
 
 def test_an_object_never_flushed(db: Engine, log: AuditLog) -> None:
