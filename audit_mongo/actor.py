@@ -5,6 +5,7 @@ document committed in the block carries under ``context``."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from bson import json_util
 from sqlalchemy import inspect
 from sqlalchemy.orm.state import InstanceState
 
@@ -20,6 +22,7 @@ from .normalise import column_value_to_bson, escape_key
 logger = logging.getLogger("audit_mongo")
 
 _UNSET: Any = object()
+JSON_OPTIONS = json_util.RELAXED_JSON_OPTIONS  # a Decimal128 is {"$numberDecimal": ...}
 NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -39,6 +42,7 @@ class Actor:
 
     def __init__(self) -> None:
         self.user_loader: Callable[[], Any] | None = None
+        self.context_loader: Callable[[], Mapping[str, Any] | None] | None = None
         self._acting: ContextVar[Any] = ContextVar(f"audit_mongo_actor_{id(self)}", default=_UNSET)
         self._context: ContextVar[Mapping[str, Any]] = ContextVar(
             f"audit_mongo_context_{id(self)}", default=NO_CONTEXT
@@ -56,11 +60,7 @@ class Actor:
     def context(self, values: Mapping[str, Any]) -> Iterator[None]:
         """Add ``values`` (normalised like column values) to the context for the block;
         inner blocks win on a shared key."""
-        stored = {
-            escape_key(k): column_value_to_bson(v, None, None, f"context {k!r}")
-            for k, v in values.items()
-        }
-        token = self._context.set({**self._context.get(), **stored})
+        token = self._context.set({**self._context.get(), **_stored(values)})
         try:
             yield
         finally:
@@ -68,7 +68,41 @@ class Actor:
 
     def current(self) -> Acting:
         """Who acts now (None when nobody is known) and the context. Never raises."""
-        return Acting(self.user_id(), self._context.get())
+        return Acting(self.user_id(), self.current_context())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Who acts now and the context, as plain JSON (a job queue's message can carry it);
+        ``restored()`` puts it back in force."""
+        acting = self.current()
+        document = {"user_id": acting.user_id, "context": dict(acting.context)}
+        return dict(json.loads(json_util.dumps(document, json_options=JSON_OPTIONS)))
+
+    @contextmanager
+    def restored(self, snapshot: Mapping[str, Any], via: str) -> Iterator[None]:
+        """The actor and context of ``snapshot`` for the block, with ``via`` in the context."""
+        user_id, context = _from_snapshot(snapshot)
+        with self.acting_as(user_id), self.context({**context, "via": via}):
+            yield
+
+    def current_context(self) -> Mapping[str, Any]:
+        """The ``context_loader``'s values (a web request's, say) under the ``context()``
+        blocks in force, which win on a shared key. Never raises."""
+        blocks = self._context.get()
+        loaded = self._load_context()
+        return {**loaded, **blocks} if loaded else blocks
+
+    def _load_context(self) -> Mapping[str, Any]:
+        loader = self.context_loader
+        if loader is None:
+            return NO_CONTEXT
+        try:
+            return _stored(loader() or {})
+        except Exception as exc:
+            logger.warning(
+                "audit_mongo: context_loader raised %s; the context is recorded without it",
+                type(exc).__name__,
+            )
+            return NO_CONTEXT
 
     def user_id(self) -> Any:
         """The BSON-safe id of whoever acts now; None when nobody is known. Never raises."""
@@ -102,3 +136,26 @@ def _identity_of(user: Any) -> Any:
         identity = state.identity
         return identity[0] if len(identity) == 1 else list(identity)
     return user
+
+
+def _stored(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        escape_key(k): column_value_to_bson(v, None, None, f"context {k!r}")
+        for k, v in values.items()
+    }
+
+
+def _from_snapshot(snapshot: Mapping[str, Any]) -> tuple[Any, Mapping[str, Any]]:
+    """The user id and context of a ``snapshot()``, or ``ValueError``."""
+    if not isinstance(snapshot, Mapping) or set(snapshot) != {"user_id", "context"}:
+        raise ValueError(
+            f"not a snapshot from current_context(): expected the keys user_id and context, "
+            f"got {snapshot!r}"
+        )
+    try:
+        document = json_util.loads(json.dumps(dict(snapshot)), json_options=JSON_OPTIONS)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a snapshot from current_context(): {exc}") from None
+    if not isinstance(document["context"], Mapping):
+        raise ValueError(f"a snapshot's context is a mapping, got {document['context']!r}")
+    return document["user_id"], document["context"]

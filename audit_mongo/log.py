@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import warnings
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -95,6 +95,8 @@ class AuditLog(AuditReader):
     :param background: write after-commit documents from a background thread, in batches of
         up to ``batch_size`` gathered for at most ``max_delay`` seconds, through a queue of at
         most ``queue_size`` documents.
+    :param engines: record only work done through these engines (several applications in
+        one process, each with its own log); every engine's by default.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class AuditLog(AuditReader):
         queue_size: int = 10_000,
         batch_size: int = 1000,
         max_delay: float = 0.05,
+        engines: Iterable[Engine] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
@@ -149,6 +152,8 @@ class AuditLog(AuditReader):
             },
         )
         self._tracking.listen()
+        if engines is not None:
+            self._tracking.pools = frozenset(engine.pool for engine in engines)
         AuditReader.__init__(self, collection)
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
@@ -258,6 +263,35 @@ class AuditLog(AuditReader):
         return self._tracking.off()
 
     @property
+    def context_loader(self) -> Callable[[], Mapping[str, Any] | None] | None:
+        """Called at commit time for context values (a web request's, say); the values of
+        ``context()`` blocks in force win on a shared key. One that raises is logged and
+        ignored."""
+        return self._actor.context_loader
+
+    @context_loader.setter
+    def context_loader(self, loader: Callable[[], Mapping[str, Any] | None] | None) -> None:
+        self._actor.context_loader = loader
+
+    def current_context(self) -> dict[str, Any]:
+        """Who acts now and the context, as plain JSON, for a background job to carry::
+
+        job_queue.enqueue(send_invoice, invoice_id, audit=audit.current_context())
+
+        def send_invoice(invoice_id, audit):
+            with audit_log.restore_context(audit):   # attributed to whoever queued it
+                ...
+        """
+        return self._actor.snapshot()
+
+    def restore_context(
+        self, snapshot: Mapping[str, Any], *, via: str = "job"
+    ) -> AbstractContextManager[None]:
+        """Put a ``current_context()`` snapshot in force for the block, with ``via`` (``"job"``
+        unless told) in the context; ``ValueError`` for anything else than a snapshot."""
+        return self._actor.restored(snapshot, via)
+
+    @property
     def recording(self) -> bool:
         """Whether changes flushed now, in this thread or task, are recorded: False inside
         ``disabled()`` and after ``close()``."""
@@ -362,7 +396,7 @@ class AuditLog(AuditReader):
     def _note(
         self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
     ) -> None:
-        if self.closed or not self._tracking.recording:
+        if self.closed or not self._tracking.records(connection):
             return
         state: InstanceState[Any] = inspect(target)
         session = state.session

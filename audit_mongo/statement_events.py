@@ -68,7 +68,7 @@ class StatementEvents:
         execution_options: Mapping[str, Any],
     ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
         action = statements.statement_action(statement)
-        if action is None or not self._tracking.recording:
+        if action is None or not self._tracking.records(connection):
             return statement, multiparams, params
         try:
             pending = self._capture_before(

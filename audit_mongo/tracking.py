@@ -52,11 +52,22 @@ class Tracking:
         # How many off() blocks the current thread or asyncio task is in.
         self._off: ContextVar[int] = ContextVar(f"audit_mongo_off_{id(self)}", default=0)
         self.generation = 0  # bumped whenever derived knowledge is dropped
+        # The pools of the engines whose work is recorded (by pool: an engine made with
+        # execution_options() is another object on the same pool); None: every engine.
+        self.pools: frozenset[Any] | None = None
 
     @property
     def recording(self) -> bool:
         """False inside an ``off()`` block of the current thread or asyncio task."""
         return not self._off.get()
+
+    def records(self, connection: Any) -> bool:
+        """Whether work on ``connection`` is recorded now: not inside an ``off()`` block,
+        and on one of the log's engines when it was given some."""
+        if self._off.get():
+            return False
+        pools = self.pools
+        return pools is None or connection.engine.pool in pools
 
     def off(self) -> Off:
         """Recording off: a ``with`` or ``async with`` block, or a function's decorator."""
