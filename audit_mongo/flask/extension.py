@@ -1,0 +1,164 @@
+"""``AuditMongo``: the Flask extension, in the ``init_app`` style of Flask-SQLAlchemy and
+Flask-Login.
+
+::
+
+    db = SQLAlchemy(model_class=Base)
+    audit_ext = AuditMongo()
+    audit_ext.track(Client)
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["AUDIT_MONGO_URI"] = "mongodb://mongo1:27017/app"
+        db.init_app(app)
+        audit_ext.init_app(app, db=db)   # the log's outbox is db.engine
+        return app
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+from ..log import AuditLog
+from .request_context import logged_in_user_id, request_context_loader
+
+EXTENSION = "audit_mongo"
+
+# Config keys read by init_app(), with their defaults (AUDIT_MONGO_URI has none).
+DEFAULTS: dict[str, Any] = {
+    "AUDIT_MONGO_COLLECTION": "user_logs",
+    "AUDIT_MONGO_DATABASE": None,
+    "AUDIT_MONGO_CLIENT_OPTIONS": {},
+    "AUDIT_MONGO_OUTBOX": True,
+    "AUDIT_MONGO_STRICT": False,
+    "AUDIT_MONGO_BACKGROUND": False,
+    "AUDIT_MONGO_TIMEOUT": 2.0,
+    "AUDIT_MONGO_EXCLUDE": (),
+    "AUDIT_MONGO_RETENTION": None,
+    "AUDIT_MONGO_ENSURE_INDEXES": False,
+    "AUDIT_MONGO_REQUEST_ID_HEADER": "X-Request-ID",
+}
+
+Permission = Callable[[], bool]
+
+
+@dataclass
+class AuditState:
+    """What one application holds in ``app.extensions["audit_mongo"]``."""
+
+    extension: AuditMongo
+    log: AuditLog
+
+
+class AuditMongo:
+    """Audits a Flask-SQLAlchemy application's row changes, with the logged-in Flask-Login
+    user as the actor and the request (address, agent, method, path, endpoint, request id)
+    as the context of each document.
+
+    :param app: the application, for ``init_app`` at once.
+    :param db: the ``flask_sqlalchemy.SQLAlchemy``; its engines are what the log records
+        and its default engine is the log's outbox.
+    :param permission: called in a request to the history pages
+        (``audit_mongo.flask.views``); they answer 403 unless it returns True.
+    """
+
+    def __init__(
+        self, app: Flask | None = None, *, db: Any = None, permission: Permission | None = None
+    ) -> None:
+        self.permission = permission
+        self._tracked: list[tuple[type, Collection[str]]] = []
+        self._logs: list[AuditLog] = []
+        if app is not None:
+            self.init_app(app, db=db)
+
+    def init_app(self, app: Flask, *, db: Any = None) -> None:
+        """Open the application's log from its ``AUDIT_MONGO_*`` config and track the
+        models named by ``track()``. Adds the ``flask audit`` commands."""
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        log = _open_log(app, db)
+        log.user_loader = logged_in_user_id
+        log.context_loader = request_context_loader(app.config["AUDIT_MONGO_REQUEST_ID_HEADER"])
+        for model, exclude in self._tracked:
+            log.track(model, exclude=exclude)
+        if app.config["AUDIT_MONGO_ENSURE_INDEXES"]:
+            log.ensure_indexes()
+        app.extensions[EXTENSION] = AuditState(self, log)
+        self._logs.append(log)
+        from .commands import audit_commands
+
+        app.cli.add_command(audit_commands)
+
+    def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
+        """Record ``model``'s changes in every application's log, present and future.
+        Returns ``model``, so it works as a class decorator."""
+        self._tracked.append((model, exclude))
+        for log in self._logs:
+            log.track(model, exclude=exclude)
+        return model
+
+    @property
+    def log(self) -> AuditLog:
+        """The current application's ``AuditLog`` (the only one's, outside an app context)."""
+        if has_app_context():
+            return current_log()
+        if len(self._logs) == 1:
+            return self._logs[0]
+        raise RuntimeError(
+            "AuditMongo.log outside an application context: "
+            f"{len(self._logs)} applications have a log; use `with app.app_context():`"
+        )
+
+
+def current_log() -> AuditLog:
+    """The ``AuditLog`` of the current application (``RuntimeError`` if it has none)."""
+    return current_state().log
+
+
+def current_state() -> AuditState:
+    state = current_app.extensions.get(EXTENSION)
+    if not isinstance(state, AuditState):
+        raise RuntimeError("this application has no AuditMongo: call audit_ext.init_app(app)")
+    return state
+
+
+def _open_log(app: Flask, db: Any) -> AuditLog:
+    config = app.config
+    uri = config.get("AUDIT_MONGO_URI")
+    if not uri:
+        raise RuntimeError(
+            "AUDIT_MONGO_URI is not set: a mongodb:// URI (or mongomock:// for an in-memory "
+            "Mongo, for trying things and tests)"
+        )
+    engine, engines = None, None
+    if db is not None:
+        with app.app_context():  # Flask-SQLAlchemy's engines are per application
+            engine = db.engine
+            engines = list(db.engines.values())
+    return AuditLog.from_uri(
+        uri,
+        config["AUDIT_MONGO_COLLECTION"],
+        database=config["AUDIT_MONGO_DATABASE"],
+        client_options=dict(config["AUDIT_MONGO_CLIENT_OPTIONS"]),
+        outbox=engine if config["AUDIT_MONGO_OUTBOX"] else None,
+        engines=engines,
+        strict=config["AUDIT_MONGO_STRICT"],
+        background=config["AUDIT_MONGO_BACKGROUND"],
+        timeout=config["AUDIT_MONGO_TIMEOUT"],
+        exclude=config["AUDIT_MONGO_EXCLUDE"],
+        retention=_retention(config["AUDIT_MONGO_RETENTION"]),
+    )
+
+
+def _retention(value: Any) -> dt.timedelta | None:
+    """A timedelta, or a number of days (config files hold numbers)."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(days=value)
+    raise TypeError(f"AUDIT_MONGO_RETENTION is a timedelta or a number of days, not {value!r}")
