@@ -247,3 +247,27 @@ def test_config_keys_reach_the_log(extension: AuditMongo, tmp_path: Any) -> None
 def test_a_missing_uri_is_a_clear_error(extension: AuditMongo, tmp_path: Any) -> None:
     with pytest.raises(RuntimeError, match="AUDIT_MONGO_URI is not set"):
         create_app(extension, f"sqlite:///{tmp_path / 'app.db'}", AUDIT_MONGO_URI="")
+
+
+def test_metadata_added_for_a_request_joins_its_context_and_blocks_still_win(
+    app: Flask, extension: AuditMongo
+) -> None:
+    @app.post("/tenant")
+    def tenant() -> str:
+        extension.add_request_context(tenant="acme", reason="import")
+        with current_log().context(reason="GDPR erase"):
+            db.session.add(Client(name="A"))
+            db.session.commit()
+        db.session.add(Client(name="B"))
+        db.session.commit()
+        return "ok"
+
+    app.test_client().post("/tenant")
+    app.test_client().post("/clients", data={"name": "next request"})
+
+    first, second, third = (d["context"] for d in documents(app))
+    assert (first["tenant"], first["reason"]) == ("acme", "GDPR erase")
+    assert (second["tenant"], second["reason"]) == ("acme", "import")
+    assert "tenant" not in third
+    with app.app_context(), pytest.raises(RuntimeError, match="outside a request"):
+        extension.add_request_context(tenant="x")

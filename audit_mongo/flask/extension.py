@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 from ..log import AuditLog
-from .request_context import logged_in_user_id, request_context_loader
+from .request_context import add_request_context, logged_in_user_id, request_context_loader
 
 EXTENSION = "audit_mongo"
 
@@ -101,6 +101,12 @@ class AuditMongo:
         for log in self._logs:
             log.track(model, exclude=exclude)
         return model
+
+    def add_request_context(self, **values: Any) -> None:
+        """Add ``values`` (say, the tenant) to the context of the current request's commits
+        from now on; ``log.context()`` blocks still win on a shared key. ``RuntimeError``
+        outside a request."""
+        add_request_context(values)
 
     @property
     def log(self) -> AuditLog:

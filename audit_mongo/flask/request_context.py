@@ -13,6 +13,7 @@ from flask import current_app, g, has_request_context, request
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 USER_AGENT_LIMIT = 512
+EXTRA = "audit_mongo_context"  # the g attribute holding add_request_context()'s values
 
 
 def logged_in_user_id() -> Any:
@@ -45,6 +46,7 @@ def request_context_loader(header: str) -> Callable[[], Mapping[str, Any] | None
             "method": request.method,
             "path": request.path,
             "endpoint": request.endpoint,
+            **g.get(EXTRA, {}),
         }
 
     return load
@@ -60,3 +62,10 @@ def request_id(header: str) -> str:
         known = sent if REQUEST_ID_PATTERN.fullmatch(sent) else uuid.uuid4().hex
         g.audit_mongo_request_id = known
     return known
+
+
+def add_request_context(values: Mapping[str, Any]) -> None:
+    """Add ``values`` to the context of the current request's later commits."""
+    if not has_request_context():
+        raise RuntimeError("add_request_context() outside a request: use log.context() instead")
+    g.setdefault(EXTRA, {}).update(values)
