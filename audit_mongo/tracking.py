@@ -45,7 +45,7 @@ class Tracking:
         self._models: dict[type, frozenset[str]] = {}
         self._infos: dict[Mapper[Any], TableInfo] = {}
         self._table_mappers: dict[Any, tuple[list[Mapper[Any]], list[Mapper[Any]]]] = {}
-        self._tables_by_name: dict[tuple[str | None, str], Table | None] = {}
+        self._tables_by_name: dict[tuple[str | None, str], list[Table]] = {}
         self._unmapped: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._targets: dict[Any, tuple[tuple[frozenset[Action], ...], StatementTarget | None]] = {}
         self._registries: set[Any] = set()
@@ -155,13 +155,18 @@ class Tracking:
         return None, None
 
     def _mapped_table_named(self, schema: str | None, name: str) -> Table | None:
+        """The mapped table a name designates; where several metadata map that name (two
+        applications, a migration's copy of the models), the one a tracked class persists
+        to, if only one is."""
         if (schema, name) not in self._tables_by_name:
             tables = {m.local_table for m in self._mappers()}
-            found = [
+            self._tables_by_name[(schema, name)] = [
                 t for t in tables if isinstance(t, Table) and (t.schema, t.name) == (schema, name)
             ]
-            self._tables_by_name[(schema, name)] = found[0] if len(found) == 1 else None
-        return self._tables_by_name[(schema, name)]
+        found = self._tables_by_name[(schema, name)]
+        if len(found) > 1:
+            found = [t for t in found if self.target(t) is not None]
+        return found[0] if len(found) == 1 else None
 
     def _mappers_of(self, table: Table) -> tuple[list[Mapper[Any]], list[Mapper[Any]]] | None:
         """The classes persisted to ``table`` and their subclasses; None when unmapped."""

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import (
     Engine,
     MetaData,
+    String,
     Table,
     bindparam,
     column,
@@ -27,7 +28,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, aliased, with_loader_criteria
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    aliased,
+    mapped_column,
+    with_loader_criteria,
+)
 
 from audit_mongo import AuditLog
 from tests.conftest import only, postgresql_engine, stored
@@ -450,6 +458,32 @@ def test_statements_through_an_alias_or_a_table_construct(
     assert [(d["object_id"], d["changes"]["phone"]["added"]) for d in stored(collection)[3:]] == [
         (a, ["via alias"]),
         (b, ["via table"]),
+    ]
+
+
+class OtherBase(DeclarativeBase):
+    pass
+
+
+class OtherClient(OtherBase):
+    """Another mapping of the clients table (a second application's models), untracked."""
+
+    __tablename__ = "clients"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(255))
+
+
+def test_a_table_construct_names_the_tracked_table_when_another_metadata_maps_the_name(
+    audit: AuditLog, session: Session, collection: Any
+) -> None:
+    assert OtherClient.__table__ is not Client.__table__
+    a, _, _ = three_clients(session)
+    lightweight = table("clients", column("id"), column("phone"))
+    session.execute(update(lightweight).where(lightweight.c.id == a).values(phone="via table"))
+    session.commit()
+
+    assert [(d["object_id"], d["changes"]["phone"]["added"]) for d in stored(collection)[3:]] == [
+        (a, ["via table"])
     ]
 
 
