@@ -1,17 +1,19 @@
-"""``show-indexes`` and ``ensure-indexes``: the indexes the log's queries need."""
+"""``show-indexes`` and ``ensure-indexes``: the indexes the log's queries need. Their options
+and bodies (``show_indexes_of``, ``ensure_indexes_of``: a collection and the options) are
+shared with ``flask audit``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
 
 from ..indexes import INDEXES, RETENTION_INDEX, ensure_indexes
-from .options import LogSettings, log_options, opened
+from .options import Command, LogSettings, log_options, opened
 from .output import safe_name
 from .params import Duration
 
@@ -28,31 +30,52 @@ class IndexState:
     expire_after_seconds: int | None = None
 
 
-@click.command("show-indexes", short_help="The log's indexes: present, missing, others.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per index and line.")
-@log_options
-def show_indexes(log: LogSettings, as_json: bool) -> None:
-    """The log's indexes, present or missing, then any others on the collection."""
-    with opened(log) as collection:
-        states = index_states(collection.index_information())
+show_indexes_options = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per index and line."
+)
+"""--json."""
+
+RETENTION_HELP = (
+    "Also a TTL index deleting entries older than this (365d); changes an existing one."
+)
+
+
+def retention_option(help_text: str = RETENTION_HELP) -> Callable[[Command], Command]:
+    """--retention: a duration (``365d``), None when not given."""
+    return click.option("--retention", type=Duration(), help=help_text)
+
+
+def show_indexes_of(collection: Any, *, as_json: bool) -> None:
+    """The collection's indexes, ours first (present, missing or different), to stdout."""
+    states = index_states(collection.index_information())
     for state in states:
         click.echo(json.dumps(asdict(state)) if as_json else index_line(state))
 
 
+def ensure_indexes_of(collection: Any, *, retention: dt.timedelta | None) -> None:
+    """Create the indexes (and with a retention, the TTL index); says which on stdout."""
+    names = ensure_indexes(collection, retention=retention)
+    for name in names:
+        click.echo(f"ensured {name}")
+
+
+@click.command("show-indexes", short_help="The log's indexes: present, missing, others.")
+@show_indexes_options
+@log_options
+def show_indexes(log: LogSettings, as_json: bool) -> None:
+    """The log's indexes, present or missing, then any others on the collection."""
+    with opened(log) as collection:
+        show_indexes_of(collection, as_json=as_json)
+
+
 @click.command("ensure-indexes", short_help="Create the indexes the log's queries use.")
-@click.option(
-    "--retention",
-    type=Duration(),
-    help="Also a TTL index deleting entries older than this (365d); changes an existing one.",
-)
+@retention_option()
 @log_options
 def ensure_indexes_command(log: LogSettings, retention: dt.timedelta | None) -> None:
     """Create the indexes the log's queries use (idempotent). Needs the createIndex
     privilege (and collMod to change a retention): an administrative step."""
     with opened(log) as collection:
-        names = ensure_indexes(collection, retention=retention)
-    for name in names:
-        click.echo(f"ensured {name}")
+        ensure_indexes_of(collection, retention=retention)
 
 
 def index_states(found: Mapping[str, Mapping[str, Any]]) -> list[IndexState]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -153,15 +153,26 @@ def uri_errors() -> Iterator[None]:
 @contextmanager
 def mongo_errors(settings: LogSettings) -> Iterator[None]:
     """Turn what Mongo (or opening it) raises into a usage error or ``Unavailable``."""
+    with mongo_failures(
+        unreachable=f", gave up after {settings.server_timeout:g} s (--server-timeout); "
+        f"check --uri or {ENV_URI}",
+        names="--collection or --database",
+    ):
+        yield
+
+
+@contextmanager
+def mongo_failures(*, unreachable: str, names: str) -> Iterator[None]:
+    """Turn what Mongo (or opening it) raises into a usage error or ``Unavailable``, for a
+    log named elsewhere than by the options (``flask audit``: the application's config).
+    ``unreachable`` follows "Mongo is unreachable (reason)" (what to check); ``names`` is
+    what names the collection and database."""
     try:
         yield
     except InvalidName as exc:
-        raise usage_error(f"invalid --collection or --database: {_text(exc)}") from None
+        raise usage_error(f"invalid {names}: {_text(exc)}") from None
     except ConnectionFailure as exc:
-        raise Unavailable(
-            f"Mongo is unreachable ({_reason(exc)}), gave up after {settings.server_timeout:g} s "
-            f"(--server-timeout); check --uri or {ENV_URI}"
-        ) from None
+        raise Unavailable(f"Mongo is unreachable ({_reason(exc)}){unreachable}") from None
     except OperationFailure as exc:
         raise Unavailable(f"Mongo refused the request (code {exc.code}): {_text(exc)}") from None
     except ConfigurationError as exc:
@@ -191,8 +202,40 @@ def check_range(since: dt.datetime | None, until: dt.datetime | None) -> None:
 
 @contextmanager
 def usage_errors() -> Iterator[None]:
-    """The reader refuses bad input with ``ValueError``: a usage error here."""
+    """The reader refuses bad input with ``ValueError`` (``TypeError`` for a value of the
+    wrong type): a usage error here. A reader that knows the models also refuses an unknown
+    table or field, and an id that is not of the key's type."""
     try:
         yield
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise usage_error(str(exc)) from None
+
+
+# -- building commands from shared parts -------------------------------------------------
+
+
+def stacked(*decorators: Callable[[Command], Command]) -> Callable[[Command], Command]:
+    """The decorators as one, applied as if written one above the other in this order (the
+    options then appear in this order in ``--help``)."""
+
+    def apply(command: Command) -> Command:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def checked(check: Callable[[Mapping[str, Any]], None]) -> Callable[[Command], Command]:
+    """Run ``check`` on the parsed options (by name) before the command itself: options that
+    do not go together are a usage error before anything is opened."""
+
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            check(kwargs)
+            return command(*args, **kwargs)
+
+        return run
+
+    return decorate

@@ -1,9 +1,17 @@
-"""The commands that read the log: ``history``, ``user``, ``recent`` and ``export``."""
+"""The commands that read the log: ``history``, ``user``, ``recent`` and ``export``.
+
+Each is made of parts that ``flask audit`` (``audit_mongo.flask.commands``) shares: its
+options (``history_options``...: arguments and options, and the checks of the options that
+go together) and its body (``history_query``...: a reader and the parsed options). The
+``audit-mongo`` command gives the body an ``AuditReader`` on the collection of ``--uri``;
+``flask audit`` gives it the application's ``AuditLog``, which knows the models.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -15,8 +23,10 @@ from .options import (
     Command,
     LogSettings,
     check_range,
+    checked,
     log_options,
     opened,
+    stacked,
     usage_error,
     usage_errors,
 )
@@ -64,15 +74,89 @@ def limit_option(default: int | None, most: int | None = None) -> Callable[[Comm
     )
 
 
-@click.command(short_help="A row's history, newest first.")
-@click.argument("table", type=TableName())
-@click.argument("object_id", metavar="ID", type=Key("object id"))
-@filter_options
-@limit_option(None)
-@json_option
-@log_options
-def history(
-    log: LogSettings,
+# -- the options of each command, checked before anything is opened ---------------------
+
+
+def _check_range(options: Mapping[str, Any]) -> None:
+    check_range(options["since"], options["until"])
+
+
+def _check_user(options: Mapping[str, Any]) -> None:
+    if options["nobody"] and options["user_id"] is not None:
+        raise usage_error("give USER_ID or --nobody, not both")
+    if not options["nobody"] and options["user_id"] is None:
+        raise usage_error(
+            "Missing argument 'USER_ID' (or --nobody: the entries no user was known for)"
+        )
+    _check_range(options)
+
+
+def _check_export(options: Mapping[str, Any]) -> None:
+    _check_range(options)
+    if options["object_id"] is not None and options["table"] is None:
+        raise usage_error("--id needs --table")
+    if options["nobody"] and options["user_id"] is not None:
+        raise usage_error("give --user or --nobody, not both")
+
+
+history_options = stacked(
+    click.argument("table", type=TableName()),
+    click.argument("object_id", metavar="ID", type=Key("object id")),
+    filter_options,
+    limit_option(None),
+    json_option,
+    checked(_check_range),
+)
+"""TABLE, ID, --since, --until, --action, --limit (default: all), --json."""
+
+user_options = stacked(
+    click.argument("user_id", type=Key("user id"), cls=OptionalArgument),
+    click.option(
+        "--nobody", is_flag=True, help="The entries no user was known for, not USER_ID's."
+    ),
+    table_option,
+    filter_options,
+    limit_option(USER_LIMIT),
+    json_option,
+    checked(_check_user),
+)
+"""USER_ID or --nobody, --table, --since, --until, --action, --limit (100), --json."""
+
+recent_options = stacked(
+    table_option,
+    filter_options,
+    limit_option(RECENT_LIMIT, PAGE_LIMIT),
+    json_option,
+    checked(_check_range),
+)
+"""--table, --since, --until, --action, --limit (20, at most PAGE_LIMIT), --json."""
+
+export_options = stacked(
+    click.option(
+        "--format",
+        "form",
+        type=click.Choice(("jsonl", "csv")),
+        default="jsonl",
+        show_default=True,
+        help="jsonl: one entry per line; csv: one row per changed field.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="The same as --format jsonl."),
+    table_option,
+    click.option("--id", "object_id", type=Key("object id"), help="Only this row (needs --table)."),
+    click.option("--user", "user_id", type=Key("user id"), help="Only this user's entries."),
+    click.option("--nobody", is_flag=True, help="Only the entries no user was known for."),
+    filter_options,
+    checked(_check_export),
+)
+"""--format, --json, --table, --id, --user or --nobody, --since, --until, --action."""
+
+
+# -- the bodies: a reader and the parsed options -----------------------------------------
+
+
+def history_query(
+    reader: AuditReader,
+    *,
     table: str,
     object_id: Any,
     since: dt.datetime | None,
@@ -81,34 +165,17 @@ def history(
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """A row's history, newest first, across changes of its primary key.
-
-    ID is the key as text: numeric text matches an integer or a string key. A composite
-    key is a JSON array, its types exact. A negative key goes after --.
-
-    \b
-        audit-mongo history clients 5
-        audit-mongo history memberships '["admins", 7]'
-        audit-mongo history ledger -- -5
-    """
-    check_range(since, until)
-    with opened(log) as collection, usage_errors():
-        entries = AuditReader(collection).for_object(
+    """A row's entries, newest first, to stdout."""
+    with usage_errors():
+        entries = reader.for_object(
             table, object_id, actions=actions or None, since=since, until=until, limit=limit
         )
         show(entries, as_json)
 
 
-@click.command(short_help="What one user (or nobody known) did, newest first.")
-@click.argument("user_id", type=Key("user id"), cls=OptionalArgument)
-@click.option("--nobody", is_flag=True, help="The entries no user was known for, not USER_ID's.")
-@table_option
-@filter_options
-@limit_option(USER_LIMIT)
-@json_option
-@log_options
-def user(
-    log: LogSettings,
+def user_query(
+    reader: AuditReader,
+    *,
     user_id: Any,
     nobody: bool,
     table: str | None,
@@ -118,21 +185,9 @@ def user(
     limit: int,
     as_json: bool,
 ) -> None:
-    """What one user did, newest first; with --nobody instead of USER_ID, the changes no
-    user was known for (current_user_id null).
-
-    USER_ID is the id as text: numeric text matches an integer or a string id (42 and
-    "42"); a JSON array for a composite one.
-    """
-    if nobody and user_id is not None:
-        raise usage_error("give USER_ID or --nobody, not both")
-    if not nobody and user_id is None:
-        raise usage_error(
-            "Missing argument 'USER_ID' (or --nobody: the entries no user was known for)"
-        )
-    check_range(since, until)
-    with opened(log) as collection, usage_errors():
-        entries = AuditReader(collection).by_user(
+    """One user's entries (with ``nobody``: those no user was known for), newest first."""
+    with usage_errors():
+        entries = reader.by_user(
             None if nobody else user_id,
             table=table,
             actions=actions or None,
@@ -143,14 +198,9 @@ def user(
         show(entries, as_json)
 
 
-@click.command(short_help="The latest entries, newest first.")
-@table_option
-@filter_options
-@limit_option(RECENT_LIMIT, PAGE_LIMIT)
-@json_option
-@log_options
-def recent(
-    log: LogSettings,
+def recent_query(
+    reader: AuditReader,
+    *,
     table: str | None,
     since: dt.datetime | None,
     until: dt.datetime | None,
@@ -159,32 +209,16 @@ def recent(
     as_json: bool,
 ) -> None:
     """The latest entries, newest first."""
-    check_range(since, until)
-    with opened(log) as collection, usage_errors():
-        page = AuditReader(collection).find(
+    with usage_errors():
+        page = reader.find(
             table=table, actions=actions or None, since=since, until=until, limit=limit
         )
         show(page.entries, as_json)
 
 
-@click.command(short_help="Export entries as JSON Lines or CSV.")
-@click.option(
-    "--format",
-    "form",
-    type=click.Choice(("jsonl", "csv")),
-    default="jsonl",
-    show_default=True,
-    help="jsonl: one entry per line; csv: one row per changed field.",
-)
-@click.option("--json", "as_json", is_flag=True, help="The same as --format jsonl.")
-@table_option
-@click.option("--id", "object_id", type=Key("object id"), help="Only this row (needs --table).")
-@click.option("--user", "user_id", type=Key("user id"), help="Only this user's entries.")
-@click.option("--nobody", is_flag=True, help="Only the entries no user was known for.")
-@filter_options
-@log_options
-def export(
-    log: LogSettings,
+def export_query(
+    reader: AuditReader,
+    *,
     form: str,
     as_json: bool,
     table: str | None,
@@ -195,6 +229,73 @@ def export(
     until: dt.datetime | None,
     actions: tuple[str, ...],
 ) -> None:
+    """Every matching entry, oldest first, as JSON Lines or CSV."""
+    filters = {"table": table, "object_id": object_id, "since": since, "until": until}
+    filters["actions"] = actions or None
+    if nobody:
+        filters["user_id"] = None  # current_user_id null: the reader's by_user(None)
+    elif user_id is not None:
+        filters["user_id"] = user_id
+    with usage_errors():
+        write_export(pages(reader, filters), "jsonl" if as_json else form)
+
+
+# -- the audit-mongo commands: a reader on the collection of --uri -----------------------
+
+
+@contextmanager
+def reading(log: LogSettings) -> Iterator[AuditReader]:
+    """An ``AuditReader`` on the collection ``log`` names (no models: ids of unknown type),
+    its client closed afterwards; Mongo failures become clear errors (exit status 3)."""
+    with opened(log) as collection:
+        yield AuditReader(collection)
+
+
+@click.command(short_help="A row's history, newest first.")
+@history_options
+@log_options
+def history(log: LogSettings, **options: Any) -> None:
+    """A row's history, newest first, across changes of its primary key.
+
+    ID is the key as text: numeric text matches an integer or a string key. A composite
+    key is a JSON array, its types exact. A negative key goes after --.
+
+    \b
+        audit-mongo history clients 5
+        audit-mongo history memberships '["admins", 7]'
+        audit-mongo history ledger -- -5
+    """
+    with reading(log) as reader:
+        history_query(reader, **options)
+
+
+@click.command(short_help="What one user (or nobody known) did, newest first.")
+@user_options
+@log_options
+def user(log: LogSettings, **options: Any) -> None:
+    """What one user did, newest first; with --nobody instead of USER_ID, the changes no
+    user was known for (current_user_id null).
+
+    USER_ID is the id as text: numeric text matches an integer or a string id (42 and
+    "42"); a JSON array for a composite one.
+    """
+    with reading(log) as reader:
+        user_query(reader, **options)
+
+
+@click.command(short_help="The latest entries, newest first.")
+@recent_options
+@log_options
+def recent(log: LogSettings, **options: Any) -> None:
+    """The latest entries, newest first."""
+    with reading(log) as reader:
+        recent_query(reader, **options)
+
+
+@click.command(short_help="Export entries as JSON Lines or CSV.")
+@export_options
+@log_options
+def export(log: LogSettings, **options: Any) -> None:
     """Every matching entry, oldest first, to stdout (progress on stderr). --user picks
     one user's entries (numeric text matches an integer or a string id), --nobody those no
     user was known for.
@@ -202,19 +303,8 @@ def export(
     CSV cells starting with = + - @ tab or CR get a leading apostrophe, so that no
     spreadsheet runs stored text as a formula.
     """
-    check_range(since, until)
-    if object_id is not None and table is None:
-        raise usage_error("--id needs --table")
-    if nobody and user_id is not None:
-        raise usage_error("give --user or --nobody, not both")
-    filters = {"table": table, "object_id": object_id, "since": since, "until": until}
-    filters["actions"] = actions or None
-    if nobody:
-        filters["user_id"] = None  # current_user_id null: the reader's by_user(None)
-    elif user_id is not None:
-        filters["user_id"] = user_id
-    with opened(log) as collection, usage_errors():
-        write_export(pages(AuditReader(collection), filters), "jsonl" if as_json else form)
+    with reading(log) as reader:
+        export_query(reader, **options)
 
 
 # -- running queries and showing what they find ----------------------------------------
