@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pymongo.errors import OperationFailure
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
@@ -194,3 +194,12 @@ def test_eight_threads_committing_as_their_own_users_are_each_recorded_once(
 def _many_connections(engine: Engine) -> None:
     # Eight threads, each holding a session: more than the default pool of five plus ten.
     engine.pool._pool.maxsize = max(engine.pool.size(), 16)  # type: ignore[attr-defined]
+    if engine.dialect.name == "sqlite":
+        # SQLite has one writer at a time; on a loaded machine eight of them can wait past
+        # pysqlite's 5 s default before "database is locked". Wait as long as it takes.
+        engine.dispose()
+        event.listen(engine, "connect", _patient)
+
+
+def _patient(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout = 120000")
