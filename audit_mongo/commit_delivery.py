@@ -86,7 +86,8 @@ class CommitDelivery:
         )
         self._lock = threading.Lock()
         self._to_forget: list[int] = []  # delivered outbox rows not yet deleted
-        self._backlog = outbox is not None and outbox.count() > 0
+        # An outbox not reachable yet may hold work: look when a commit next succeeds.
+        self._backlog = outbox is not None and (outbox.missing or outbox.count() > 0)
         self._failures = 0  # counts failed writes, so a backlog retry sees new ones
         self._retrying = threading.Lock()
         self.closed = False

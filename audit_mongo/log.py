@@ -132,7 +132,7 @@ class AuditLog(AuditReader):
             )
         self.outbox = Outbox(outbox, outbox_table) if outbox is not None else None
         if self.outbox is not None:
-            self.outbox.create()
+            self.outbox.create_now_or_later()
         else:
             warnings.warn(PendingInMemoryWarning(MEMORY_WARNING), stacklevel=2)
         options = {"max_documents": queue_size, "batch_size": batch_size, "max_delay": max_delay}
@@ -153,7 +153,7 @@ class AuditLog(AuditReader):
         )
         self._tracking.listen()
         if engines is not None:
-            self._tracking.pools = frozenset(engine.pool for engine in engines)
+            self._tracking.engines = tuple(engines)
         AuditReader.__init__(self, collection)
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(

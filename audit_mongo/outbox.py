@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from .encoding import Document, decode_all, encode_all
 from .pending import Claim, take_batches
@@ -56,6 +57,7 @@ class Outbox:
                 f"driver); got {type(engine).__name__}"
             )
         self.engine = engine
+        self.missing = False  # the table could not be created yet
         self.table = Table(
             table_name,
             MetaData(),
@@ -68,6 +70,26 @@ class Outbox:
 
     def create(self) -> None:
         self.table.create(self.engine, checkfirst=True)
+        self.missing = False
+
+    def create_now_or_later(self) -> None:
+        """Create the table if it is not there. An application must start even when its
+        database is not reachable yet (or its user may not create tables): then this is
+        logged and tried again where the table is next needed."""
+        try:
+            self.create()
+        except SQLAlchemyError as exc:
+            self.missing = True
+            logger.warning(
+                "audit_mongo: could not create the outbox table %s now (%s); it is created "
+                "when first needed",
+                self.table.name,
+                type(exc).__name__,
+            )
+
+    def _ensure_table(self) -> None:
+        if self.missing:
+            self.create()
 
     def holds(self, connection: Connection) -> bool:
         """Whether ``connection`` writes to the outbox's database, so that the outbox rows
@@ -80,6 +102,9 @@ class Outbox:
 
     def insert(self, connection: Connection, data: bytes, count: int) -> int:
         """Add one row of ``count`` encoded documents in ``connection``'s transaction."""
+        if self.missing:  # in the transaction: on PostgreSQL, inside its savepoint
+            self.table.create(connection, checkfirst=True)
+            self.missing = False
         result = connection.execute(
             insert(self.table).values(
                 created_at=dt.datetime.now(dt.timezone.utc), document_count=count, documents=data
@@ -91,6 +116,7 @@ class Outbox:
 
     def store(self, documents: Sequence[Document]) -> None:
         """Keep ``documents`` in a transaction of the outbox's own."""
+        self._ensure_table()
         with self.engine.begin() as connection:
             for start in range(0, len(documents), STORE_CHUNK):
                 chunk, data = encode_all(documents[start : start + STORE_CHUNK])
@@ -122,6 +148,7 @@ class Outbox:
         connection.execute(delete(self.table).where(chosen))
 
     def count(self) -> int:
+        self._ensure_table()
         total = func.coalesce(func.sum(self.table.c.document_count), 0)
         with self.engine.connect() as connection:
             return int(connection.scalar(select(total)) or 0)
@@ -130,6 +157,7 @@ class Outbox:
     def claim(self, after: int, limit: int) -> Iterator[Claim]:
         """The oldest rows after ``after``, about ``limit`` documents, locked (where the
         database can) so that another process delivering at the same time skips them."""
+        self._ensure_table()
         columns = self.table.c
         query = (
             select(columns.id, columns.document_count, columns.documents)

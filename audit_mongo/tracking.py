@@ -40,7 +40,7 @@ class Tracking:
         exclude: Collection[str],
         receivers: Mapping[Action, tuple[str, Callable[..., None]]],
     ) -> None:
-        self._exclude = frozenset(exclude)
+        self._exclude = frozenset(attribute_names(exclude))
         self._receivers = receivers  # action -> (mapper event, the log's public receiver)
         self._models: dict[type, frozenset[str]] = {}
         self._infos: dict[Mapper[Any], TableInfo] = {}
@@ -52,9 +52,9 @@ class Tracking:
         # How many off() blocks the current thread or asyncio task is in.
         self._off: ContextVar[int] = ContextVar(f"audit_mongo_off_{id(self)}", default=0)
         self.generation = 0  # bumped whenever derived knowledge is dropped
-        # The pools of the engines whose work is recorded (by pool: an engine made with
-        # execution_options() is another object on the same pool); None: every engine.
-        self.pools: frozenset[Any] | None = None
+        # The engines whose work is recorded, compared by pool: an engine made with
+        # execution_options() is another object on the same pool. None: every engine.
+        self.engines: tuple[Any, ...] | None = None
 
     @property
     def recording(self) -> bool:
@@ -66,8 +66,11 @@ class Tracking:
         and on one of the log's engines when it was given some."""
         if self._off.get():
             return False
-        pools = self.pools
-        return pools is None or connection.engine.pool in pools
+        engines = self.engines
+        if engines is None:
+            return True
+        pool = connection.engine.pool  # an engine's pool changes when it is disposed
+        return any(engine.pool is pool for engine in engines)
 
     def off(self) -> Off:
         """Recording off: a ``with`` or ``async with`` block, or a function's decorator."""
@@ -82,6 +85,7 @@ class Tracking:
             event.remove(Mapper, "after_configured", self.forget)
 
     def add(self, model: type, exclude: Collection[str]) -> None:
+        exclude = attribute_names(exclude)
         self._models[model] = self._models.get(model, frozenset()) | set(exclude)
         try:
             self._registries.add(class_mapper(model).registry)
@@ -361,3 +365,11 @@ def _attribute_key(owners: list[Mapper[Any]], column: Any) -> str:
         except UnmappedColumnError:
             continue
     return str(column.key)
+
+
+def attribute_names(names: Collection[str]) -> Collection[str]:
+    """``names`` checked: a plain string would be taken for a set of one-letter names (and
+    the attribute it names recorded after all)."""
+    if isinstance(names, str):
+        raise TypeError(f"exclude is a collection of attribute names, not a string: ({names!r},)")
+    return names

@@ -126,3 +126,57 @@ def test_a_log_given_engines_records_only_their_work(collection: Any, tmp_path: 
 
     names = [d["changes"]["name"]["added"][0] for d in stored(collection)]
     assert names == ["mine", "mine bulk", "mine, through a derived engine"]
+
+
+def test_a_disposed_engine_is_still_one_of_the_logs_engines(collection: Any, tmp_path: Any) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    Base.metadata.create_all(engine)
+    audit = AuditLog(collection, engines=[engine])
+    audit.track(Client)
+    try:
+        engine.dispose(close=False)  # what a forked worker does: a new pool
+        with Session(engine) as session:
+            session.add(Client(name="after dispose"))
+            session.commit()
+    finally:
+        audit.close()
+        engine.dispose()
+
+    assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["after dispose"]]
+
+
+@pytest.mark.parametrize("where", ["log", "track"])
+def test_exclude_given_as_a_plain_string_is_refused(collection: Any, where: str) -> None:
+    with pytest.raises(TypeError, match="not a string"):
+        if where == "log":
+            AuditLog(collection, exclude="phone")  # would exclude "p", "h", "o"...
+        else:
+            audit = AuditLog(collection)
+            try:
+                audit.track(Client, exclude="phone")
+            finally:
+                audit.close()
+
+
+def test_an_outbox_database_unreachable_at_start_up_gets_its_table_when_first_needed(
+    collection: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "not yet"
+    engine = create_engine(f"sqlite:///{folder / 'app.db'}")
+    audit = AuditLog(collection, outbox=engine)  # the application starts all the same
+    audit.track(Client)
+    try:
+        assert "could not create the outbox table" in caplog.text
+        folder.mkdir()
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add(Client(name="once the database is there"))
+            session.commit()
+        assert audit.pending() == 0
+    finally:
+        audit.close()
+        engine.dispose()
+
+    assert [d["changes"]["name"]["added"] for d in stored(collection)] == [
+        ["once the database is there"]
+    ]

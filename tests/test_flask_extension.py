@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask_login import UserMixin, login_user
+from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from audit_mongo import AuditLog
@@ -271,3 +273,91 @@ def test_metadata_added_for_a_request_joins_its_context_and_blocks_still_win(
     assert "tenant" not in third
     with app.app_context(), pytest.raises(RuntimeError, match="outside a request"):
         extension.add_request_context(tenant="x")
+
+
+def test_request_ids_and_request_metadata_do_not_leak_into_the_next_request(
+    app: Flask, extension: AuditMongo
+) -> None:
+    @app.post("/tagged")
+    def tagged() -> str:
+        extension.add_request_context(tenant="acme")
+        db.session.add(Client(name="tagged"))
+        db.session.commit()
+        return "ok"
+
+    with app.app_context():  # a test or script keeping one application context pushed
+        web = app.test_client()
+        web.post("/tagged")
+        web.post("/clients", data={"name": "plain"})
+
+    first, second = (d["context"] for d in documents(app))
+    assert first["tenant"] == "acme" and "tenant" not in second
+    assert first["request_id"] != second["request_id"]
+
+
+def test_init_app_twice_on_one_application_is_refused(app: Flask, extension: AuditMongo) -> None:
+    with pytest.raises(RuntimeError, match="already called"):
+        extension.init_app(app, db=db)
+
+
+class Member(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+    """A user model whose key is not called id: Flask-Login's get_id() gives a string."""
+
+    __tablename__ = "members"
+    number: Mapped[int] = mapped_column(primary_key=True)
+
+    def get_id(self) -> str:
+        return str(self.number)
+
+
+def test_a_mapped_user_without_an_id_attribute_acts_through_its_primary_key(
+    extension: AuditMongo, tmp_path: Any
+) -> None:
+    app = create_app(extension, f"sqlite:///{tmp_path / 'app.db'}")
+    app.login_manager.user_loader(lambda key: db.session.get(Member, int(key)))  # type: ignore[attr-defined]
+
+    @app.post("/member-login")
+    def member_login() -> str:
+        login_user(db.session.get(Member, 7))
+        return "ok"
+
+    try:
+        with app.app_context():
+            db.session.add(Member(number=7))
+            db.session.commit()
+        web = app.test_client()
+        web.post("/member-login")
+        web.post("/clients", data={"name": "by member 7"})
+        (document,) = [d for d in documents(app) if d["table_name"] == "clients"]
+        assert document["current_user_id"] == 7  # the integer key, not "7"
+    finally:
+        with app.app_context():
+            current_log().close()
+
+
+def test_without_a_login_manager_nobody_is_known_and_nothing_breaks(
+    extension: AuditMongo, tmp_path: Any
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'bare.db'}", AUDIT_MONGO_URI="mongomock://"
+    )
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+    extension.init_app(app, db=db)
+
+    @app.post("/add")
+    def add() -> str:
+        db.session.add(Client(name="no login manager"))
+        db.session.commit()
+        return "ok"
+
+    try:
+        assert app.test_client().post("/add").status_code == 200
+        (document,) = documents(app)
+        assert document["current_user_id"] is None
+        assert document["context"]["path"] == "/add"
+    finally:
+        with app.app_context():
+            current_log().close()

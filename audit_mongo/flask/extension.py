@@ -17,6 +17,7 @@ Flask-Login.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -79,8 +80,10 @@ class AuditMongo:
     def init_app(self, app: Flask, *, db: Any = None) -> None:
         """Open the application's log from its ``AUDIT_MONGO_*`` config and track the
         models named by ``track()``. Adds the ``flask audit`` commands."""
+        if EXTENSION in app.extensions:  # a second log would record every change twice
+            raise RuntimeError("AuditMongo.init_app() was already called for this application")
         for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
+            app.config.setdefault(key, copy.copy(value))  # not one dict shared by every app
         log = _open_log(app, db)
         log.user_loader = logged_in_user_id
         log.context_loader = request_context_loader(app.config["AUDIT_MONGO_REQUEST_ID_HEADER"])
@@ -90,7 +93,7 @@ class AuditMongo:
             log.ensure_indexes()
         app.extensions[EXTENSION] = AuditState(self, log)
         self._logs.append(log)
-        from .commands import audit_commands
+        from .commands import audit_commands  # here: commands imports this module
 
         app.cli.add_command(audit_commands)
 
@@ -98,6 +101,7 @@ class AuditMongo:
         """Record ``model``'s changes in every application's log, present and future.
         Returns ``model``, so it works as a class decorator."""
         self._tracked.append((model, exclude))
+        self._logs = [log for log in self._logs if not log.closed]
         for log in self._logs:
             log.track(model, exclude=exclude)
         return model
