@@ -197,6 +197,7 @@ class ModelCatalog:
         self._excluded = excluded
         self._generation = generation  # changes when the mappings may have changed
         self._built_at = -1
+        self._models_at = -1
         self._tables: dict[str, Mapper[Any]] | None = None
         self._models: dict[Mapper[Any], TableModel] = {}
 
@@ -228,6 +229,9 @@ class ModelCatalog:
         return self.model(mapper) if mapper is not None else None
 
     def model(self, mapper: Mapper[Any]) -> TableModel:
+        if self._generation() != self._models_at:  # new mappers or exclusions since
+            self._models.clear()
+            self._models_at = self._generation()
         base = _document_base(mapper)
         model = self._models.get(base)
         if model is None:

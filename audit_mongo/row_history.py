@@ -26,6 +26,7 @@ Position = tuple[dt.datetime, Any]
 CHUNK = 500
 LAST_ID = ObjectId("f" * 24)  # sorts after every _id: a position at the end of a millisecond
 MILLISECOND = dt.timedelta(milliseconds=1)
+NO_FLOOR: Position = (dt.datetime.min.replace(tzinfo=dt.timezone.utc), ObjectId("0" * 24))
 
 
 def position(entry: AuditEntry) -> Position:
@@ -66,17 +67,19 @@ class RowHistory:
         seen = False  # an entry of the row was met: an older delete ended another row
         skipping = from_delete
         while key is not None:
-            floor = self.departure(key, before=start)
+            under, floor = key, None
             query.equal = {"table_name": self._table, "object_id": key}
             query.scalar = scalar_fields("object_id", key)
             query.after, query.inclusive, key = start, inclusive, None
             for document in self._read(query, chunk):
                 entry = AuditEntry.from_document(document, self._model)
-                if floor is not None and position(entry) <= floor:
-                    return  # the row that left this key
                 if skipping and entry.action != "delete":
                     continue
                 skipping = False
+                if floor is None:  # where another row left this key before the row's entry
+                    floor = self.departure(under, before=position(entry)) or NO_FLOOR
+                if position(entry) <= floor:
+                    return  # the row that left this key
                 if seen and entry.action == "delete":
                     return
                 seen = True
