@@ -49,6 +49,8 @@ TRACKED = (
     LegacyItem,
     Node,
 )
+pytest_plugins = ["tests.query_helpers"]  # the clock fixture of the query tests
+
 MAPPER_EVENTS = ("before_insert", "before_update", "before_delete")
 REAL_MONGO_URI = os.environ.get("AUDIT_MONGO_TEST_URI")
 POSTGRES_URL = os.environ.get("AUDIT_TEST_POSTGRES_URL")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, commit_delivery
 from tests.conftest import TRACKED
@@ -44,6 +45,17 @@ class Clock:
             now = self.now
             self.now += self.step
             return now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Commits stamped one second apart from START (registered by tests/conftest.py)."""
+    return controlled_clock(monkeypatch)
+
+
+def saved(session: Session, *objects: Any) -> None:
+    session.add_all(objects)
+    session.commit()
 
 
 def controlled_clock(monkeypatch: pytest.MonkeyPatch, **options: Any) -> Clock:

@@ -29,12 +29,15 @@ from tests.models import (
     Membership,
     Tag,
 )
-from tests.query_helpers import UTC, Clock, commit_times, controlled_clock, fail_commits, new_log
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return controlled_clock(monkeypatch)
+from tests.query_helpers import (
+    UTC,
+    Clock,
+    commit_times,
+    controlled_clock,
+    fail_commits,
+    new_log,
+    saved,
+)
 
 
 @pytest.fixture
@@ -54,11 +57,6 @@ def ids(entries: Any) -> list[Any]:
 
 def last_commit(audit: AuditLog) -> dt.datetime:
     return commit_times(audit.collection)[-1]
-
-
-def saved(session: Session, *objects: Any) -> None:
-    session.add_all(objects)
-    session.commit()
 
 
 # -- one row ----------------------------------------------------------------------------

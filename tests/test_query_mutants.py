@@ -20,14 +20,17 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, AuditReader, reader, row_history
 from tests.models import Article, Client, Device, Engineer, Manager, Membership, Tag
-from tests.query_helpers import UTC, Clock, SpyCollection, commit_times, controlled_clock, new_log
+from tests.query_helpers import (
+    UTC,
+    Clock,
+    SpyCollection,
+    commit_times,
+    controlled_clock,
+    new_log,
+    saved,
+)
 
 SECOND = dt.timedelta(seconds=1)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return controlled_clock(monkeypatch)
 
 
 @pytest.fixture
@@ -35,11 +38,6 @@ def audit(collection: Any) -> Iterator[AuditLog]:
     log = new_log(collection)
     yield log
     log.close()
-
-
-def saved(session: Session, *objects: Any) -> None:
-    session.add_all(objects)
-    session.commit()
 
 
 def names(entries: Any) -> list[tuple[str, Any]]:

@@ -19,7 +19,7 @@ from audit_mongo import AuditLog, AuditReader
 from audit_mongo.tracking import Tracking
 from tests.conftest import TRACKED
 from tests.models import Account, Article, Base, Client, Color, Manager, Membership, Sample, Tag
-from tests.query_helpers import Clock, commit_times, controlled_clock, new_log
+from tests.query_helpers import Clock, commit_times, new_log, saved
 
 
 class MutantBase(DeclarativeBase):
@@ -114,11 +114,6 @@ class DecoyNote(DecoyBase):
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return controlled_clock(monkeypatch)
-
-
-@pytest.fixture
 def audit(collection: Any) -> Iterator[AuditLog]:
     log = new_log(collection)
     yield log
@@ -138,11 +133,6 @@ def mutant_audit(collection: Any) -> Iterator[AuditLog]:
     log = new_log(collection, models=MUTANT_MODELS)
     yield log
     log.close()
-
-
-def saved(session: Session, *objects: Any) -> None:
-    session.add_all(objects)
-    session.commit()
 
 
 # -- classes behind a table -------------------------------------------------------------------

@@ -13,12 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from audit_mongo import AuditLog, AuditReader
 from tests.models import Client, Employee, Engineer, Manager, Membership
-from tests.query_helpers import Clock, commit_times, controlled_clock, new_log
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return controlled_clock(monkeypatch)
+from tests.query_helpers import Clock, commit_times, new_log, saved
 
 
 @pytest.fixture
@@ -26,11 +21,6 @@ def audit(collection: Any) -> Iterator[AuditLog]:
     log = new_log(collection)
     yield log
     log.close()
-
-
-def saved(session: Session, *objects: Any) -> None:
-    session.add_all(objects)
-    session.commit()
 
 
 def names(entries: Any) -> list[tuple[str, Any]]:

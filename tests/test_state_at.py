@@ -14,14 +14,9 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
 from tests.models import Account, Article, Client, Employee, Engineer, Manager, Sample, Tag
-from tests.query_helpers import UTC, Clock, commit_times, controlled_clock, new_log
+from tests.query_helpers import UTC, Clock, commit_times, new_log, saved
 
 SECOND = dt.timedelta(seconds=1)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return controlled_clock(monkeypatch)
 
 
 @pytest.fixture
@@ -29,11 +24,6 @@ def audit(collection: Any) -> Iterator[AuditLog]:
     log = new_log(collection)
     yield log
     log.close()
-
-
-def saved(session: Session, *objects: Any) -> None:
-    session.add_all(objects)
-    session.commit()
 
 
 def test_a_row_is_rebuilt_from_its_create_and_the_changes_up_to_the_moment(
