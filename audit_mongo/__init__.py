@@ -12,8 +12,10 @@ from .commit_delivery import AuditWriteError
 from .connect import AuditSetupError
 from .document import SCHEMA_VERSION
 from .entry import AuditEntry, Change
+from .erase import Erasure
 from .log import AuditLog, PendingInMemoryWarning
 from .reader import AuditReader, Page
+from .verify import Head, Problem, Verification
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,11 @@ __all__ = [
     "AuditSetupError",
     "AuditWriteError",
     "Change",
+    "Erasure",
+    "Head",
     "Page",
     "PendingInMemoryWarning",
+    "Problem",
+    "Verification",
     "__version__",
 ]

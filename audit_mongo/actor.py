@@ -17,6 +17,7 @@ from bson import json_util
 from sqlalchemy import inspect
 from sqlalchemy.orm.state import InstanceState
 
+from .log_safety import log_failure
 from .normalise import column_value_to_bson, escape_key
 
 logger = logging.getLogger("audit_mongo")
@@ -98,10 +99,8 @@ class Actor:
         try:
             return _stored(loader() or {})
         except Exception as exc:
-            logger.warning(
-                "audit_mongo: context_loader raised %s; the context is recorded without it",
-                type(exc).__name__,
-            )
+            message = "audit_mongo: context_loader failed; the context is recorded without it"
+            log_failure(logging.WARNING, exc, message)
             return NO_CONTEXT
 
     def user_id(self) -> Any:
@@ -122,10 +121,8 @@ class Actor:
         try:
             return loader()
         except Exception as exc:
-            logger.warning(
-                "audit_mongo: user_loader raised %s; recording current_user_id as null",
-                type(exc).__name__,
-            )
+            message = "audit_mongo: user_loader failed; recording current_user_id as null"
+            log_failure(logging.WARNING, exc, message)
             return None
 
 
@@ -150,12 +147,27 @@ def _from_snapshot(snapshot: Mapping[str, Any]) -> tuple[Any, Mapping[str, Any]]
     if not isinstance(snapshot, Mapping) or set(snapshot) != {"user_id", "context"}:
         raise ValueError(
             f"not a snapshot from current_context(): expected the keys user_id and context, "
-            f"got {snapshot!r}"
+            f"got {_shape(snapshot)}"
         )
-    try:
-        document = json_util.loads(json.dumps(dict(snapshot)), json_options=JSON_OPTIONS)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not a snapshot from current_context(): {exc}") from None
+    document = _decoded(snapshot)
     if not isinstance(document["context"], Mapping):
-        raise ValueError(f"a snapshot's context is a mapping, got {document['context']!r}")
+        raise ValueError(f"a snapshot's context is a mapping, got {_shape(document['context'])}")
     return document["user_id"], document["context"]
+
+
+def _decoded(snapshot: Mapping[str, Any]) -> Any:
+    """A snapshot's values in their own types, or ``ValueError`` naming only the error's
+    type: json's and bson's messages quote the values (context values, a user id)."""
+    try:
+        return json_util.loads(json.dumps(dict(snapshot)), json_options=JSON_OPTIONS)
+    except Exception as exc:  # bson raises InvalidId, decimal.InvalidOperation, ...
+        refused = type(exc).__name__
+    # Raised out of the except block, so that the refused value is not its context either.
+    raise ValueError(f"not a snapshot from current_context(): its values are not JSON ({refused})")
+
+
+def _shape(value: Any) -> str:
+    """What a refused snapshot holds, without its values: a mapping's keys, else a type."""
+    if isinstance(value, Mapping):
+        return f"the keys {', '.join(sorted(map(str, value))) or '(none)'}"
+    return f"a {type(value).__name__}"

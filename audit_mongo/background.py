@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .log_safety import log_failure
 from .pending import Parcel
 
 logger = logging.getLogger("audit_mongo")
@@ -40,6 +41,7 @@ class BackgroundWriter:
         batch_size: int = 1000,
         max_delay: float = 0.05,
         sweep_interval: float = 5.0,
+        sweep_at_start: bool = True,
     ) -> None:
         if max_documents < 1 or batch_size < 1 or max_delay < 0 or sweep_interval <= 0:
             raise ValueError("queue and batch sizes must be positive, delays not negative")
@@ -47,6 +49,10 @@ class BackgroundWriter:
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.sweep_interval = sweep_interval
+        # Without work left by an earlier process, the first sweep waits an interval: one
+        # at once would claim the outbox rows of the first commits, which are queued here
+        # too, and send their documents twice (stored once, but twice the traffic).
+        self._first_sweep_delay = 0.0 if sweep_at_start else sweep_interval
         self._deliver = deliver
         self._sweep = sweep
         self._closed = False
@@ -60,7 +66,7 @@ class BackgroundWriter:
         self._queued = 0  # documents in the queue
         self._writing: list[Parcel] = []  # the batch being written
         self._condition = threading.Condition()
-        self._next_sweep = time.monotonic()
+        self._next_sweep = time.monotonic() + self._first_sweep_delay
         self._sweep_pause = self.sweep_interval
         self._thread = threading.Thread(target=self._run, name="audit_mongo-writer", daemon=True)
         self._thread.start()
@@ -145,8 +151,9 @@ class BackgroundWriter:
         try:
             if not self._deliver(batch):
                 self._next_sweep = time.monotonic()  # Mongo failed: retry with backoff
-        except Exception:
-            logger.exception("audit_mongo: the background writer failed to write a batch")
+        except Exception as exc:
+            message = "audit_mongo: the background writer failed to write a batch"
+            log_failure(logging.ERROR, exc, message)
         finally:
             with self._condition:
                 self._writing = []
@@ -155,8 +162,9 @@ class BackgroundWriter:
     def _drain_pending(self) -> None:
         try:
             left = self._sweep()
-        except Exception:
-            logger.exception("audit_mongo: the background writer could not drain pending work")
+        except Exception as exc:
+            message = "audit_mongo: the background writer could not drain pending work"
+            log_failure(logging.ERROR, exc, message)
             left = 1
         if left:  # Mongo still refuses: wait longer before the next try
             self._sweep_pause = min(self._sweep_pause * 2, MAX_SWEEP_PAUSE)

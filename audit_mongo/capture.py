@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from .changes import Action, RowChange, RowKey, same
 from .flush_reads import UNKNOWN_OLD_VALUES, OldValueReader, current_identity, read_computed
+from .log_safety import log_failure
 from .normalise import column_value_to_bson
 from .safe_reads import UNREADABLE
 from .table_info import TableInfo, identity_table, unpad
@@ -96,8 +97,10 @@ def collect(
     for state, note in noted.items():
         try:
             change = _row_change(state, note, computed.get(state, {}), dialect)
-        except Exception:
-            logger.exception(
+        except Exception as exc:
+            log_failure(
+                logging.ERROR,
+                exc,
                 "audit_mongo: a %s in %s could not be captured; that row change is not recorded",
                 note.action,
                 note.info.table_name,
@@ -141,8 +144,8 @@ def collection_changes(
     found = {}
     for name in info.collections:
         history = state.get_history(name, PASSIVE_NO_INITIALIZE)
-        added = [_related_key(obj, dialect) for obj in history.added or ()]
-        deleted = [_related_key(obj, dialect) for obj in history.deleted or ()]
+        added = [info.mask.apply(name, _related_key(o, dialect)) for o in history.added or ()]
+        deleted = [info.mask.apply(name, _related_key(o, dialect)) for o in history.deleted or ()]
         if added or deleted:
             found[name] = (added, deleted)
     return found
@@ -209,6 +212,15 @@ def _old_values(info: TableInfo, state: InstanceState[Any], note: Noted) -> dict
 
 
 def _bson(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any:
+    """A value as recorded: normalised, then masked if its attribute is (so the real value
+    never joins the transaction's buffer)."""
+    normalised = _normalised(info, key, value, dialect)
+    if value is UNREADABLE or normalised is UNREADABLE:  # a marker, not the row's value
+        return normalised
+    return info.mask.apply(key, normalised)
+
+
+def _normalised(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any:
     if isinstance(value, ClauseElement):  # a SQL expression whose result could not be read
         return UNREADABLE
     column_type = info.decorated_types.get(key)
@@ -217,5 +229,5 @@ def _bson(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any
 
 def _object_id(info: TableInfo, raw_id: tuple[Any, ...], dialect: Dialect | None) -> Any:
     """A primary key as stored: the value itself, or a list for a composite key."""
-    values = [_bson(info, k, v, dialect) for k, v in zip(info.pk_keys, raw_id, strict=True)]
+    values = [_normalised(info, k, v, dialect) for k, v in zip(info.pk_keys, raw_id, strict=True)]
     return values[0] if len(values) == 1 else values

@@ -18,12 +18,11 @@ import datetime as dt
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
 from sqlalchemy.engine import Connection
 
 from .actor import Acting
@@ -32,6 +31,7 @@ from .changes import RowChange
 from .delivery import MongoWriter
 from .document import Written, build_documents, build_voids, commit_time, new_transaction_id
 from .encoding import Document, encode_all
+from .log_safety import error_summary, log_failure
 from .outbox import Outbox
 from .pending import CLAIM_DOCUMENTS, Drained, MemoryPending, Parcel, deliver_pending
 from .safe_reads import in_autocommit, read_guard
@@ -58,6 +58,7 @@ class Sealed:
     overflow: bool = False  # some parcels too big to keep in memory: drained from the outbox
     written: list[Written] | None = None  # strict: already in Mongo
     forgotten: list[int] = field(default_factory=list)  # delivered rows this commit deletes
+    fillers: list[Document] = field(default_factory=list)  # for strict documents dropped
 
 
 class CommitDelivery:
@@ -79,15 +80,17 @@ class CommitDelivery:
         self.outbox = outbox
         self.strict = strict
         self.memory = MemoryPending()
-        self.background = (
-            BackgroundWriter(self._write_in_background, self._sweep, **background)
-            if background is not None
-            else None
-        )
         self._lock = threading.Lock()
         self._to_forget: list[int] = []  # delivered outbox rows not yet deleted
         # An outbox not reachable yet may hold work: look when a commit next succeeds.
         self._backlog = outbox is not None and (outbox.missing or outbox.count() > 0)
+        self.background = (
+            BackgroundWriter(
+                self._write_in_background, self._sweep, sweep_at_start=self._backlog, **background
+            )
+            if background is not None
+            else None
+        )
         self._failures = 0  # counts failed writes, so a backlog retry sees new ones
         self._retrying = threading.Lock()
         self.closed = False
@@ -123,10 +126,12 @@ class CommitDelivery:
         try:
             with read_guard(connection):  # a failed insert must not abort the transaction
                 self._store_in(connection, self.outbox, changes, acting, sealed)
-        except Exception:
-            logger.exception(
+        except Exception as exc:
+            log_failure(
+                logging.ERROR,
+                exc,
                 "audit_mongo: could not add a transaction's audit documents to the outbox; "
-                "they are written after the commit instead"
+                "they are written after the commit instead",
             )
             sealed.complete = False
             self._forget_later(sealed.forgotten)  # that delete may have rolled back
@@ -140,9 +145,10 @@ class CommitDelivery:
         Never raises: the commit is done, whatever happens to its audit documents."""
         try:
             self._committed(changes, acting, sealed, safe)
-        except Exception:
+        except Exception as exc:
             self._note_failure()
-            logger.exception("audit_mongo: delivering a committed transaction's documents failed")
+            message = "audit_mongo: delivering a committed transaction's documents failed"
+            log_failure(logging.ERROR, exc, message)
 
     def _committed(
         self, changes: Iterable[RowChange], acting: Acting, sealed: Sealed | None, safe: bool
@@ -165,18 +171,19 @@ class CommitDelivery:
         """The COMMIT failed after ``seal``: outbox rows went with it (and the rows it was to
         delete stay to be deleted); strict documents already in Mongo are voided."""
         self._forget_later(sealed.forgotten)
-        if sealed.written:
-            self.void(sealed.written, safe)
+        self._void(sealed.written or [], safe, sealed.fillers)
 
-    def void(self, written: list[Written], safe: bool) -> None:
-        if not written:
-            return
-        logger.warning(
-            "audit_mongo: %d audit documents were written for a transaction that did not "
-            "commit; void documents follow them",
-            len(written),
-        )
-        self._send_all(iter([Parcel(build_voids(written, commit_time()))]), safe)
+    def _void(self, written: list[Written], safe: bool, fillers: Sequence[Document]) -> None:
+        """Void documents for ``written``, sent with the ``fillers`` of dropped documents."""
+        if written:
+            logger.warning(
+                "audit_mongo: %d audit documents were written for a transaction that did not "
+                "commit; void documents follow them",
+                len(written),
+            )
+        documents = build_voids(written, commit_time()) + list(fillers)
+        if documents:
+            self._send_all(iter([Parcel(documents)]), safe)
 
     def _write_before_commit(
         self, changes: Iterable[RowChange], acting: Acting, sealed: Sealed
@@ -186,9 +193,11 @@ class CommitDelivery:
         built = self._build(changes, acting, sealed.transaction_id, sealed.created_at, True)
         for documents in built:
             outcome = self.writer.send(documents)
-            failed = outcome.failed if _certain(outcome.error) else set()
+            failed = outcome.failed if outcome.certain else set()
             sealed.written.extend(Written.of(d) for i, d in enumerate(documents) if i not in failed)
             if outcome.failed:
+                dropped = [documents[i] for i in sorted(outcome.failed)]
+                sealed.fillers = self.writer.release(dropped, maybe_stored=not outcome.certain)
                 raise AuditWriteError(
                     f"{len(outcome.failed)} audit documents could not be written to Mongo "
                     "(see the audit_mongo log); the transaction was not committed"
@@ -227,13 +236,21 @@ class CommitDelivery:
         rows = iter(changes)
         while batch := list(islice(rows, WRITE_BATCH)):
             try:
-                yield build_documents(
+                documents = build_documents(
                     batch, acting, transaction_id=transaction_id, created_at=created_at
                 )
             except Exception as exc:
-                if strict:
-                    raise AuditWriteError("audit documents could not be built") from exc
-                logger.exception("audit_mongo: %d audit documents could not be built", len(batch))
+                message = "audit_mongo: %d audit documents could not be built"
+                log_failure(logging.ERROR, exc, message, len(batch))
+                failure = error_summary(exc)
+            else:
+                yield documents
+                continue
+            if strict:  # raised here, not in the except block: exc's message may hold values
+                raise AuditWriteError(
+                    f"{len(batch)} audit documents could not be built ({failure}); the "
+                    "transaction was not committed"
+                )
 
     # -- after the COMMIT -----------------------------------------------------------
 
@@ -271,10 +288,20 @@ class CommitDelivery:
                 self._forget_later(parcel.outbox_keys)
             elif not parcel.outbox_keys:
                 self._keep_documents(refused, safe)
+            elif not (safe and self._keep_links(parcel)):
+                # The outbox row keeps them unlinked: linked anew when sent again, so their
+                # positions here are filled (they may be in Mongo already under them).
+                self._keep(Parcel(self.writer.release(refused, maybe_stored=True)), safe)
             start = end
         if failed:
             self._note_failure()
         return len(failed) < len(documents) if confirmed_any else not failed
+
+    def _keep_links(self, parcel: Parcel) -> bool:
+        """Rewrite the parcel's outbox row with its documents as sent, links included."""
+        return self.outbox is not None and self.outbox.keep_links(
+            parcel.outbox_keys[0], parcel.documents
+        )
 
     def _write_in_background(self, parcels: list[Parcel]) -> bool:
         written = self._write_parcels(parcels, safe=True)
@@ -291,8 +318,9 @@ class CommitDelivery:
             try:
                 self.outbox.store(documents)
                 return
-            except Exception:
-                logger.exception("audit_mongo: the outbox could not take pending documents")
+            except Exception as exc:
+                message = "audit_mongo: the outbox could not take pending documents"
+                log_failure(logging.ERROR, exc, message)
         self.memory.store(documents)
         logger.warning(
             "audit_mongo: %d audit documents are kept in memory until Mongo takes them; they "
@@ -391,13 +419,6 @@ class CommitDelivery:
             )
 
 
-def _certain(error: BaseException | None) -> bool:
-    """Whether the documents a write did not confirm are surely not in Mongo: none could be
-    sent (no server), or the server refused each one. After a connection lost mid-write
-    they may have been stored, so strict mode voids them too."""
-    return error is None or isinstance(error, (ServerSelectionTimeoutError, BulkWriteError))
-
-
 def _roll_back(connection: Connection) -> None:
     """Roll the database transaction back before strict mode's error leaves the commit
     event: SQLAlchemy then takes the transaction for ended, and would return the connection
@@ -408,8 +429,9 @@ def _roll_back(connection: Connection) -> None:
     except Exception:
         try:
             dbapi.tpc_rollback()  # refused before PREPARE of a two-phase transaction
-        except Exception:
-            logger.exception("audit_mongo: could not roll back after a refused strict commit")
+        except Exception as exc:
+            message = "audit_mongo: could not roll back after a refused strict commit"
+            log_failure(logging.ERROR, exc, message)
 
 
 def _close_at_exit(ref: weakref.ReferenceType[CommitDelivery]) -> None:

@@ -11,6 +11,8 @@ import pymongo
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 
+from .log_safety import log_failure
+
 logger = logging.getLogger("audit_mongo")
 
 DEFAULT_DATABASE = "audit"
@@ -66,18 +68,19 @@ def check_collection(collection: Any, timeout: float) -> None:
         with pymongo.timeout(timeout):
             privileges = _insert_privileges(collection)
     except ConnectionFailure as exc:
-        logger.warning(
-            "audit_mongo: Mongo is not reachable (%s); audit documents wait as pending work "
-            "until it is",
-            str(exc)[:300],
+        log_failure(
+            logging.WARNING,
+            exc,
+            "audit_mongo: Mongo is not reachable; audit documents wait as pending work until it is",
         )
         return
     except ExecutionTimeout as exc:  # reachable but slow (code 50): nothing was refused
-        logger.warning(
-            "audit_mongo: Mongo did not answer the start-up check within %s s (%s); audit "
+        log_failure(
+            logging.WARNING,
+            exc,
+            "audit_mongo: Mongo did not answer the start-up check within %s s; audit "
             "documents wait as pending work while it is too slow",
             timeout,
-            str(exc)[:300],
         )
         return
     except OperationFailure as exc:

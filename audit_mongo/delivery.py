@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
 from bson.errors import BSONError
-from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from pymongo.write_concern import WriteConcern
 
+from .chain import Chains
 from .encoding import Document, log_repaired, repair
+from .log_safety import error_detail, log_failure
+from .signing import SigningKeys
 
 logger = logging.getLogger("audit_mongo")
 
@@ -32,10 +40,24 @@ FIRST_BACKOFF = 0.05  # seconds before the first retry; doubled for each next on
 
 @dataclass
 class Outcome:
-    """What a write achieved: the positions of the documents Mongo has not confirmed."""
+    """What a write achieved: the positions of the documents Mongo has not confirmed, and
+    of those it already held (an earlier delivery of theirs)."""
 
     failed: set[int] = field(default_factory=set)
     error: BaseException | None = None
+    duplicates: set[int] = field(default_factory=set)
+    maybe_stored: bool = False  # an earlier attempt of the same write was cut off
+
+    @property
+    def certain(self) -> bool:
+        """Whether the documents not confirmed are surely not in Mongo: none could be sent
+        (no server), or the server refused each one. After a connection lost mid-write
+        they may have been stored."""
+        if self.maybe_stored:
+            return False
+        return self.error is None or isinstance(
+            self.error, (ServerSelectionTimeoutError, BulkWriteError)
+        )
 
     @property
     def retryable(self) -> bool:
@@ -52,7 +74,8 @@ def retryable(error: BaseException | None) -> bool:
 
 
 class MongoWriter:
-    """Writes documents to the audit collection, each call within ``timeout`` seconds."""
+    """Writes documents to the audit collection, each call within ``timeout`` seconds,
+    linking each one into this thread's chain (``chain``) as it is first sent."""
 
     def __init__(
         self,
@@ -60,11 +83,13 @@ class MongoWriter:
         *,
         timeout: float = 2.0,
         write_concern: WriteConcern | None = None,
+        keys: SigningKeys | None = None,
     ) -> None:
         if write_concern is not None:
             collection = collection.with_options(write_concern=write_concern)
         self.collection = collection
         self.timeout = timeout
+        self.chains = Chains(keys if keys is not None else SigningKeys())
 
     def write(self, documents: Sequence[Document]) -> int:
         """Insert ``documents``; return how many are confirmed in Mongo. Never raises."""
@@ -75,11 +100,19 @@ class MongoWriter:
         has passed; failures are logged. Never raises."""
         if not documents:
             return Outcome()
+        fresh = set(self.chains.seal(documents))
         deadline = time.monotonic() + self.timeout
         positions = list(range(len(documents)))
+        duplicates: set[int] = set()
+        elsewhere: set[int] = set()  # held under an earlier link, not under this write's
+        certain = True
         backoff = FIRST_BACKOFF
         while True:
             outcome = self._attempt([documents[p] for p in positions], deadline)
+            duplicates.update(positions[i] for i in outcome.duplicates)
+            if certain:  # after a cut-off attempt, a duplicate may be that attempt's
+                elsewhere.update(positions[i] for i in outcome.duplicates)
+            certain = certain and outcome.certain
             positions = [positions[i] for i in sorted(outcome.failed)]
             if not positions or not outcome.retryable:
                 break
@@ -89,7 +122,18 @@ class MongoWriter:
             backoff *= 2
         if positions:
             _log_failure(len(positions), len(documents), outcome.error)
-        return Outcome(set(positions), outcome.error if positions else None)
+        failed = set(positions) & fresh if certain else set()
+        fillers = self.chains.settle(documents, failed, elsewhere & fresh)
+        if fillers:  # Mongo just answered: a failure here is logged, and leaves a gap
+            self.send(fillers)
+        error = outcome.error if positions else None
+        return Outcome(set(positions), error, duplicates, maybe_stored=not certain)
+
+    def release(self, documents: Sequence[Document], maybe_stored: bool) -> list[Document]:
+        """``documents`` were sent and will never be sent again under their links (strict
+        mode: their transaction did not commit): their chain positions are given back, or
+        the fillers returned must be delivered like any document."""
+        return self.chains.release(documents, maybe_stored)
 
     def _attempt(self, documents: Sequence[Document], deadline: float) -> Outcome:
         try:
@@ -105,7 +149,9 @@ class MongoWriter:
             self.collection.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             _warn_unsatisfied_write_concern(exc)
-            return self._resend_rejected(documents, _rejected(exc), exc, may_repair)
+            outcome = self._resend_rejected(documents, _rejected(exc), exc, may_repair)
+            outcome.duplicates |= _duplicates(exc)
+            return outcome
         except (BSONError, ValueError, OverflowError, TypeError) as exc:  # while encoding
             if not may_repair:
                 return Outcome(set(range(len(documents))), exc)
@@ -134,13 +180,32 @@ class MongoWriter:
         order = sorted(fixes)
         again = self._send([fixes[i] for i in order], may_repair=False)
         failed = {order[i] for i in again.failed} | (rejected - set(fixes))
-        return Outcome(failed, (again.error or exc) if failed else None)
+        duplicates = {order[i] for i in again.duplicates}
+        return Outcome(failed, (again.error or exc) if failed else None, duplicates)
 
 
 def _rejected(exc: BulkWriteError) -> set[int]:
-    """Positions of the documents a bulk insert refused; a duplicate key means already there."""
+    """Positions of the documents a bulk insert refused; a duplicate ``_id`` means already
+    there (an earlier delivery), not refused."""
     errors = exc.details.get("writeErrors", [])
-    return {e["index"] for e in errors if e.get("code") != DUPLICATE_KEY}
+    return {e["index"] for e in errors if not _already_there(e)}
+
+
+def _duplicates(exc: BulkWriteError) -> set[int]:
+    errors = exc.details.get("writeErrors", [])
+    return {e["index"] for e in errors if _already_there(e)}
+
+
+def _already_there(error: Mapping[str, Any]) -> bool:
+    """A duplicate key on ``_id``: this very document was stored before. A duplicate on
+    another unique index (one the application added) is a refusal like any other."""
+    if error.get("code") != DUPLICATE_KEY:
+        return False
+    pattern = error.get("keyPattern")
+    if pattern is not None:
+        return list(pattern) == ["_id"]
+    message = str(error.get("errmsg", ""))
+    return "index: " not in message or "index: _id_ " in message
 
 
 def _warn_unsatisfied_write_concern(exc: BulkWriteError) -> None:
@@ -154,21 +219,22 @@ def _warn_unsatisfied_write_concern(exc: BulkWriteError) -> None:
 
 
 def _log_failure(failed: int, attempted: int, exc: BaseException | None) -> None:
-    logger.error(
-        "audit_mongo: %d of %d audit documents were not written (%s: %s)",
-        failed,
-        attempted,
-        type(exc).__name__ if exc is not None else "unknown error",
-        describe(exc),
-    )
+    message = "audit_mongo: %d of %d audit documents were not written"
+    if exc is None:
+        logger.error(f"{message} (unknown error)", failed, attempted)
+        return
+    summary = f"{type(exc).__name__}: {describe(exc)}"
+    log_failure(logging.ERROR, exc, message, failed, attempted, summary=summary)
 
 
 def describe(exc: BaseException | None) -> str:
-    """An error's message without document values (``str(BulkWriteError)`` and bson's
-    messages can embed them)."""
+    """What a write error says that holds no document value: a bulk write's codes (but a
+    duplicate key's, which is a document already there), a server error's code, a
+    connection error's message. Messages that can embed values (``str(BulkWriteError)``,
+    ``dup key: {...}``, bson's ``cannot encode object: ...``) are never shown."""
     if isinstance(exc, BulkWriteError):
-        codes = {e.get("code") for e in exc.details.get("writeErrors", [])}
-        return f"write error codes {sorted(c for c in codes if c != DUPLICATE_KEY)}"
-    if isinstance(exc, PyMongoError):
-        return str(exc)[:500]
-    return "values not shown"
+        errors = exc.details.get("writeErrors", [])
+        codes = {e.get("code") for e in errors if not _already_there(e)}
+        return f"write error codes {sorted(codes)}"
+    detail = error_detail(exc) if exc is not None else None
+    return detail or "details not shown"

@@ -35,6 +35,7 @@ from bson import ObjectId
 
 from .actor import Acting
 from .changes import RowChange
+from .masking import stored
 
 SCHEMA_VERSION = 1
 COUNTER_LIMIT = 1 << 24  # an ObjectId's counter is 3 bytes
@@ -88,6 +89,11 @@ class ObjectIdSequence:
 _object_ids = ObjectIdSequence()
 
 
+def new_object_id() -> ObjectId:
+    """The next ``_id`` of this process's sequence (a chain's filler takes one)."""
+    return next(_object_ids.take(1))
+
+
 def new_transaction_id() -> str:
     return str(uuid.uuid4())
 
@@ -136,15 +142,19 @@ def _document(
 
 def changes_field(change: RowChange) -> dict[str, dict[str, list[Any]]]:
     """``{attribute: {"added": [...], "deleted": [...]}}``, as the blog post stored it; a
-    many-to-many collection lists the keys of the related rows added and removed."""
+    many-to-many collection lists the keys of the related rows added and removed. A masked
+    value is stored in its masked form."""
     if change.action == "create":
-        field = {k: {"added": [v], "deleted": []} for k, v in change.new.items()}
+        field = {k: {"added": [stored(v)], "deleted": []} for k, v in change.new.items()}
     elif change.action == "delete":
-        field = {k: {"added": [], "deleted": [v]} for k, v in change.old.items()}
+        field = {k: {"added": [], "deleted": [stored(v)]} for k, v in change.old.items()}
     else:
-        field = {k: {"added": [change.new[k]], "deleted": [v]} for k, v in change.old.items()}
+        field = {
+            k: {"added": [stored(change.new[k])], "deleted": [stored(v)]}
+            for k, v in change.old.items()
+        }
     for name, (added, deleted) in change.collections.items():
-        field[name] = {"added": list(added), "deleted": list(deleted)}
+        field[name] = {"added": [stored(k) for k in added], "deleted": [stored(k) for k in deleted]}
     return field
 
 

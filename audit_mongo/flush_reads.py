@@ -14,6 +14,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.state import InstanceState
 
 from .changes import Action
+from .log_safety import log_failure
 from .safe_reads import UNREADABLE, read_guard
 from .table_info import TableInfo
 
@@ -122,12 +123,13 @@ class OldValueReader:
             with read_guard(connection):
                 self._select(mapper, chunk, keys, connection)
         except Exception as exc:
-            logger.error(
-                "audit_mongo: could not read the old values of %d rows of %s (%s); they are "
+            log_failure(
+                logging.ERROR,
+                exc,
+                "audit_mongo: could not read the old values of %d rows of %s; they are "
                 "recorded as %s",
                 len(chunk),
                 info.table_name,
-                type(exc).__name__,
                 UNREADABLE,
             )
             for state in chunk:
@@ -163,12 +165,13 @@ def read_computed(
             with read_guard(connection):
                 read = read_rows(mapper, connection, list(identities.values()), keys)
         except Exception as exc:
-            logger.error(
-                "audit_mongo: could not read back computed values of %d rows of %s (%s); "
+            log_failure(
+                logging.ERROR,
+                exc,
+                "audit_mongo: could not read back computed values of %d rows of %s; "
                 "they are recorded as %s",
                 len(rows),
                 mapper.class_.__name__,
-                type(exc).__name__,
                 UNREADABLE,
             )
             read = {}

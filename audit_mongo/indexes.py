@@ -66,6 +66,11 @@ INDEXES: tuple[IndexModel, ...] = (
         name="audit_voids",
         partialFilterExpression={"voids": {"$exists": True}},
     ),
+    # Each writer's chain in order: verify walks them one after the other.
+    IndexModel(
+        [("chain.id", ASCENDING), ("chain.seq", ASCENDING), ("_id", ASCENDING)],
+        name="audit_chain",
+    ),
 )
 
 # MongoDB only expires documents through a single-field index (a compound index ignores

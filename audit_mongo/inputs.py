@@ -20,9 +20,9 @@ def check_id(value: Any, what: str = "object id") -> Any:
     if value is None:
         raise ValueError(f"{what} is required")
     if isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a value, not a mapping: {value!r}")
+        raise ValueError(f"{what} must be a value, not a mapping")
     if isinstance(value, str) and value.startswith("$"):
-        raise ValueError(f"{what} may not start with '$': {value!r}")
+        raise ValueError(f"{what} may not start with '$'")
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError(f"{what} is an empty sequence")
@@ -34,7 +34,7 @@ def check_id(value: Any, what: str = "object id") -> Any:
     except Exception:
         raise ValueError(f"{what} of type {type(value).__name__} cannot be stored") from None
     if isinstance(stored, (dict, list)):
-        raise ValueError(f"{what} must be a single value, got {value!r}")
+        raise ValueError(f"{what} must be a single value, got a {type(value).__name__}")
     return stored
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
 from sqlalchemy import Engine, event, inspect
 from sqlalchemy.engine import Connection
@@ -27,16 +28,19 @@ from .actor import Acting, Actor
 from .catalog import ModelCatalog
 from .changes import Action, RowChange, RowKey
 from .commit_delivery import CommitDelivery
-from .connect import check_collection, open_collection
+from .connect import AuditSetupError, check_collection, open_collection
 from .connection_transaction import ConnectionTransactions
 from .delivery import MongoWriter
 from .indexes import ensure_indexes, retention_seconds
+from .log_safety import log_failure
 from .outbox import DEFAULT_TABLE as DEFAULT_OUTBOX_TABLE
 from .outbox import Outbox
 from .reader import AuditReader
+from .signing import SigningKeys
 from .statement_events import StatementEvents
-from .tracking import Off, Tracking
+from .tracking import MaskSettings, Off, Tracking
 from .transaction import NOT_CAPTURED, SessionBuffer, TransactionBuffer
+from .verify import Head, Verification
 
 logger = logging.getLogger("audit_mongo")
 
@@ -47,6 +51,12 @@ MEMORY_WARNING = (
     "loses them. Pass outbox=<your Engine> to keep them in your database instead."
 )
 
+
+UNAUTHORIZED = 13  # MongoDB's error code for a command the user's roles do not allow
+
+# MongoDB's TTL monitor deletes expired documents once a minute or so: a chain's oldest
+# links in the last hour of the window may be gone while the next ones are still there.
+RETENTION_MARGIN = dt.timedelta(hours=1)
 
 # One DBAPI connection for the whole process (StaticPool) or one database per thread
 # (SingletonThreadPool, ":memory:"): a writer thread would share the application's
@@ -79,6 +89,13 @@ class AuditLog(AuditReader):
 
     :param collection: a pymongo (or mongomock) ``Collection``.
     :param exclude: attribute names never recorded, for every model.
+    :param mask: attribute names recorded as changed with their values hidden, for every
+        model (an excluded attribute stays excluded).
+    :param mask_key: an application secret (bytes or str): masked values are then stored as
+        ``"hmac-sha256:<hex>"`` digests, equal for equal values of one column; without it,
+        as ``"[masked]"``. Keep it secret and stable: another key gives other digests.
+    :param default_mask: also mask the attributes whose names contain ``password``,
+        ``secret``, ``token``, ``api_key`` or ``apikey`` (in any case).
     :param timeout: seconds a commit may wait for Mongo at most (``pymongo.timeout``).
     :param write_concern: the ``WriteConcern`` of audit writes; the collection's by default.
     :param core_statements: also record INSERT / UPDATE / DELETE statements on tracked
@@ -97,6 +114,11 @@ class AuditLog(AuditReader):
         most ``queue_size`` documents.
     :param engines: record only work done through these engines (several applications in
         one process, each with its own log); every engine's by default.
+    :param signing_keys: named secrets (``{"2026-12": b"..."}``, 16+ bytes each) that sign
+        every document's link in its chain; ``verify()`` then also detects documents forged
+        by someone without the key. Keep retired keys here to verify what they signed.
+    :param signing_key_id: which of ``signing_keys`` signs new documents (needed when
+        there are several).
     """
 
     def __init__(
@@ -104,6 +126,9 @@ class AuditLog(AuditReader):
         collection: Any,
         *,
         exclude: Collection[str] = (),
+        mask: Collection[str] = (),
+        mask_key: bytes | str | None = None,
+        default_mask: bool = True,
         timeout: float = 2.0,
         write_concern: WriteConcern | None = None,
         core_statements: bool = False,
@@ -116,13 +141,19 @@ class AuditLog(AuditReader):
         batch_size: int = 1000,
         max_delay: float = 0.05,
         engines: Iterable[Engine] | None = None,
+        signing_keys: Mapping[str, bytes | str] | None = None,
+        signing_key_id: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         retention_seconds(retention)  # a bad retention fails here, not at ensure_indexes()
+        masks = MaskSettings.of(mask, mask_key, default_mask)
         self.collection = collection
         self.retention = retention
-        self._writer = MongoWriter(collection, timeout=timeout, write_concern=write_concern)
+        keys = SigningKeys(signing_keys, signing_key_id)
+        self._writer = MongoWriter(
+            collection, timeout=timeout, write_concern=write_concern, keys=keys
+        )
         check_collection(collection, timeout)
         if background and outbox is not None and isinstance(outbox.pool, SHARED_POOLS):
             raise ValueError(
@@ -150,11 +181,14 @@ class AuditLog(AuditReader):
                 "update": ("before_update", self.receive_before_update),
                 "delete": ("before_delete", self.receive_before_delete),
             },
+            masks,
         )
         self._tracking.listen()
         if engines is not None:
             self._tracking.engines = tuple(engines)
-        AuditReader.__init__(self, collection)
+        AuditReader.__init__(
+            self, collection, signing_keys=signing_keys, signing_key_id=signing_key_id
+        )
         self._mapper_listeners: list[tuple[Any, str, Callable[..., None]]] = []
         self._tracking_listeners = tuple(
             self._tracking_listener(action) for action in ("create", "update", "delete")
@@ -297,18 +331,49 @@ class AuditLog(AuditReader):
         ``disabled()`` and after ``close()``."""
         return not self.closed and self._tracking.recording
 
-    def ensure_indexes(self) -> list[str]:
-        """Create the indexes the log's queries use; safe to call at every start."""
-        return ensure_indexes(self.collection, retention=self.retention)
+    def verify(
+        self, *, since: dt.datetime | None = None, heads: Mapping[str, Head] | None = None
+    ) -> Verification:
+        """``AuditReader.verify``; with a ``retention``, ``since`` defaults to the start of
+        the retention window (plus a margin), since MongoDB deletes what is older."""
+        if since is None and self.retention is not None:
+            since = dt.datetime.now(dt.timezone.utc) - self.retention + RETENTION_MARGIN
+        return super().verify(since=since, heads=heads)
 
-    def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
+    def ensure_indexes(self) -> list[str]:
+        """Create the indexes the log's queries use (idempotent): an administrative step,
+        needing listIndexes, createIndex and collMod on the collection, which an
+        insert-only application user does not have (``AuditSetupError`` then)."""
+        try:
+            return ensure_indexes(self.collection, retention=self.retention)
+        except OperationFailure as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+        raise AuditSetupError(
+            f"ensure_indexes() was refused on {self.collection.full_name} (Unauthorized): it "
+            "needs listIndexes, createIndex and collMod there. Run it as an administrative "
+            "step with such a user (see Least privilege in the README), not as the "
+            "application's insert-only user."
+        )
+
+    def track(
+        self,
+        model: type,
+        *,
+        exclude: Collection[str] = (),
+        mask: Collection[str] = (),
+        default_mask: bool | None = None,
+    ) -> type:
         """Record changes to ``model``'s rows; a declarative base tracks every mapped subclass.
 
         ``exclude`` names attributes of this model (and its subclasses) never recorded; it
         adds to the exclusions of earlier calls, of the model's base classes and of the log.
+        ``mask`` names attributes recorded with their values hidden, adding to masks in the
+        same way. ``default_mask`` turns the log's default mask on or off for this model and
+        its subclasses (None: as its base classes, else the log, say).
         Returns ``model``, so it also works as a class decorator.
         """
-        self._tracking.add(model, exclude)
+        self._tracking.add(model, exclude, mask, default_mask)
         # Listeners of its own, not the public receivers: SQLAlchemy would take those for a
         # duplicate of the application's own wiring and drop propagate=True. _note() records
         # each instance once however many listeners fire.
@@ -410,8 +475,10 @@ class AuditLog(AuditReader):
         try:
             buffer.noted[state] = capture.note(info, state, action, connection, buffer.reader)
             buffer.noted_tables.update(info.tables)
-        except Exception:  # a defect here must not break the application's flush
-            logger.exception(
+        except Exception as exc:  # a defect here must not break the application's flush
+            log_failure(
+                logging.ERROR,
+                exc,
                 "audit_mongo: could not note a %s in %s; that row change is not recorded",
                 action,
                 info.table_name,

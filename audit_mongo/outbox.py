@@ -28,11 +28,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .encoding import Document, decode_all, encode_all
+from .log_safety import log_failure
 from .pending import Claim, take_batches
 
 logger = logging.getLogger("audit_mongo")
@@ -80,11 +82,12 @@ class Outbox:
             self.create()
         except SQLAlchemyError as exc:
             self.missing = True
-            logger.warning(
-                "audit_mongo: could not create the outbox table %s now (%s); it is created "
+            log_failure(
+                logging.WARNING,
+                exc,
+                "audit_mongo: could not create the outbox table %s now; it is created "
                 "when first needed",
                 self.table.name,
-                type(exc).__name__,
             )
 
     def _ensure_table(self) -> None:
@@ -122,6 +125,26 @@ class Outbox:
                 chunk, data = encode_all(documents[start : start + STORE_CHUNK])
                 self.insert(connection, data, len(chunk))
 
+    def keep_links(self, key: int, documents: Sequence[Document]) -> bool:
+        """Store row ``key``'s documents again as sent, linked into a chain (see
+        ``chain``), so that whoever delivers them later sends the same links; False (and
+        logged) when that failed."""
+        try:
+            with self.engine.begin() as connection:
+                self._rewrite(connection, key, documents)
+        except Exception as exc:
+            message = "audit_mongo: an outbox row could not keep its documents' links"
+            log_failure(logging.ERROR, exc, message)
+            return False
+        return True
+
+    def _rewrite(self, connection: Connection, key: int, documents: Sequence[Document]) -> None:
+        kept, data = encode_all(documents)
+        row = self.table.c.id == key
+        connection.execute(
+            update(self.table).where(row).values(document_count=len(kept), documents=data)
+        )
+
     def forget(self, keys: Sequence[int]) -> bool:
         """Delete delivered rows in a transaction of the outbox's own; False (logged) when
         that failed."""
@@ -130,10 +153,9 @@ class Outbox:
         try:
             with self.engine.begin() as connection:
                 self.delete(connection, keys)
-        except Exception:
-            logger.exception(
-                "audit_mongo: %d delivered outbox rows could not be deleted", len(keys)
-            )
+        except Exception as exc:
+            message = "audit_mongo: %d delivered outbox rows could not be deleted"
+            log_failure(logging.ERROR, exc, message, len(keys))
             return False
         return True
 
@@ -173,6 +195,8 @@ class Outbox:
             # process's delete would then wait for this one's, and this one's for it.
             rows.close()
             yield claim
+            for batch in claim.linked:
+                self._rewrite(connection, batch.key, batch.documents)
             if claim.delivered:
                 connection.execute(delete(self.table).where(columns.id.in_(claim.delivered)))
 

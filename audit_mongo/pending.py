@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from pymongo.errors import BulkWriteError
 
+from .chain import CHAIN_FIELD
 from .delivery import MongoWriter, Outcome
 from .encoding import Document
 
@@ -51,6 +52,7 @@ class Claim:
 
     batches: list[PendingBatch]
     delivered: list[int] = field(default_factory=list)
+    linked: list[PendingBatch] = field(default_factory=list)  # not delivered, now linked
 
 
 class PendingStore(Protocol):
@@ -67,6 +69,7 @@ class MemoryPending:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._batches: dict[int, list[Document]] = {}
+        self._claimed: set[int] = set()  # batches being delivered: no one else sends them
         self._keys = itertools.count(1)
 
     def store(self, documents: Sequence[Document]) -> None:
@@ -80,17 +83,23 @@ class MemoryPending:
 
     @contextmanager
     def claim(self, after: int, limit: int) -> Iterator[Claim]:
+        """Batches after ``after`` that no other thread is delivering (their documents are
+        linked into the deliverer's chain in place: two threads must not share them)."""
         with self._lock:
             candidates = (
                 (key, len(documents), documents)
                 for key, documents in self._batches.items()
-                if key > after
+                if key > after and key not in self._claimed
             )
             claim = Claim(take_batches(candidates, limit, list))
-        yield claim
-        with self._lock:
-            for key in claim.delivered:
-                self._batches.pop(key, None)
+            self._claimed.update(batch.key for batch in claim.batches)
+        try:
+            yield claim
+        finally:
+            with self._lock:
+                self._claimed.difference_update(batch.key for batch in claim.batches)
+                for key in claim.delivered:
+                    self._batches.pop(key, None)
 
 
 def take_batches(
@@ -147,5 +156,7 @@ def _send(claim: Claim, writer: MongoWriter) -> tuple[int, Outcome]:
         end = start + len(batch.documents)
         if not any(position in outcome.failed for position in range(start, end)):
             claim.delivered.append(batch.key)
+        elif any(CHAIN_FIELD in document for document in batch.documents):
+            claim.linked.append(batch)  # to be sent again with the same links
         start = end
     return len(documents) - len(outcome.failed), outcome

@@ -13,7 +13,7 @@ documents they void (strict mode) are left out.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
@@ -23,6 +23,7 @@ from sqlalchemy.orm.state import InstanceState
 
 from .catalog import ModelCatalog, TableModel
 from .entry import AuditEntry
+from .erase import Erasure, Redaction, erase
 from .inputs import (
     check_actions,
     check_field,
@@ -37,6 +38,8 @@ from .inputs import (
 )
 from .query import Candidates, Query, decode_cursor, encode_cursor
 from .row_history import RowHistory, scalar_fields
+from .signing import SigningKeys
+from .verify import Head, Verification, verify
 
 CHUNK = 500  # documents read (and checked for voids) at a time
 PAGE_LIMIT = 10_000  # the largest page find() returns
@@ -78,14 +81,25 @@ class AuditReader:
     """Queries on an audit collection.
 
     :param collection: the pymongo (or mongomock) ``Collection`` the log writes.
+    :param signing_keys: the secrets documents were signed with, by name, for ``verify()``
+        and ``erase()`` (see ``AuditLog``).
+    :param signing_key_id: which of them signs erasures, when there are several.
     :param models: mapped classes or declarative bases. With them, table and field names
         are checked (a misspelling raises ``ValueError`` instead of finding nothing), ids
         given as text are converted to the key's type and values come back as the model's
         Python types; without them, values come back as stored.
     """
 
-    def __init__(self, collection: Any, *, models: Iterable[type] = ()) -> None:
+    def __init__(
+        self,
+        collection: Any,
+        *,
+        models: Iterable[type] = (),
+        signing_keys: Mapping[str, bytes | str] | None = None,
+        signing_key_id: str | None = None,
+    ) -> None:
         self.collection = collection
+        self.signing_keys = SigningKeys(signing_keys, signing_key_id, signs=False)
         self._catalog = self._model_catalog(models)
 
     def _model_catalog(self, models: Iterable[type]) -> ModelCatalog:
@@ -250,6 +264,65 @@ class AuditReader:
 
     # -- building and running queries ------------------------------------------------
 
+    # -- evidence ----------------------------------------------------------------------
+
+    def verify(
+        self, *, since: dt.datetime | None = None, heads: Mapping[str, Head] | None = None
+    ) -> Verification:
+        """Check that no document was changed, removed or forged since it was written:
+        the problems found, an empty list when the log is intact. ``since`` checks only
+        documents created then or later (a log with retention: newer than its window);
+        ``heads``, the ``heads`` of an earlier run, also finds chains cut short since.
+
+        ::
+
+            result = audit.verify()
+            assert result == [], "\n".join(map(str, result))
+            save(result.heads)   # for the next run: verify(heads=...)
+        """
+        bound = time_bound(since, "since") if since is not None else None
+        return verify(self.collection, self.signing_keys, since=bound, heads=heads)
+
+    def erase(
+        self, model: type | str, object_id: Any, *, fields: str | Iterable[str] | None = None
+    ) -> Erasure:
+        """Replace the values recorded for one row (``fields`` only, when given) by
+        ``{"erased": true}``, in its history as ``for_object`` finds it (across primary key
+        changes) and in void documents, keeping ``verify()`` passing; needs update privileges on the
+        collection. Documents that do not verify are left alone and listed in ``refused``.
+
+        ::
+
+            audit.erase(User, 7, fields=["email", "phone"])   # GDPR erasure of user 7
+        """
+        self.signing_keys.check_signer()
+        table = self._table(model)
+        names = check_fields(fields)
+        if names is not None and table.model is not None:
+            for name in names:
+                table.model.check_field(name)
+        key = self._key(table, object_id)
+        walked = [entry.id for entry in self.for_object(model, key)]  # back across key changes
+        here = {"table_name": table.name, "object_id": key}  # voided documents too
+        query = {"$or": [{"_id": {"$in": walked}}, here]}
+        return erase(self.collection, self.signing_keys, query, Redaction(fields=names))
+
+    def erase_actor(self, user_id: Any, *, context: str | Iterable[str] | None = None) -> Erasure:
+        """Replace the ``context`` values (those named, or all) of every entry ``user_id``
+        made by ``{"erased": true}``: what the log says of a person as the one who acted
+        (address, browser...), beside ``erase()`` of the rows that are about them.
+
+        ::
+
+            audit.erase_actor(7, context=["remote_addr", "user_agent"])
+        """
+        self.signing_keys.check_signer()
+        if user_id is None:
+            raise ValueError("erase_actor() needs a user id (None would be everyone unknown)")
+        chosen = None if context is None else check_fields(context)
+        query = {"current_user_id": check_user_id(user_id)}
+        return erase(self.collection, self.signing_keys, query, Redaction((), chosen))
+
     def _query(
         self,
         *,
@@ -295,9 +368,12 @@ class AuditReader:
         """A mapped object's model, its key as stored, and whether it was deleted."""
         state = inspect(obj, raiseerr=False)
         if not isinstance(state, InstanceState):
-            raise TypeError(f"{obj!r} is not an instance of a mapped class")
+            raise TypeError(f"a {type(obj).__qualname__} is not an instance of a mapped class")
         if state.identity is None:
-            raise ValueError(f"{obj!r} has no primary key yet: flush it before asking its history")
+            raise ValueError(
+                f"this {type(obj).__qualname__} has no primary key yet: flush it before asking "
+                "its history"
+            )
         model = self._catalog.model(state.mapper)
         # The object's own key: no input to check (a key may well start with "$").
         return model, model.stored_key(state.identity, checked=False), state.was_deleted

@@ -4,8 +4,8 @@ where it can be inverted.
 A value is converted only from a form ``normalise`` produces for the column's Python type
 (an ISO string for a ``DateTime``, float seconds for an ``Interval``, a name for an
 ``Enum``...); anything else (a fallback ``{"unrepresentable": ...}`` marker, a value stored
-through a ``TypeDecorator``'s ``process_bind_param``, a value the column type does not
-explain) comes back as stored.
+through a ``TypeDecorator``'s ``process_bind_param``, a masked value, a value the column
+type does not explain) comes back as stored.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from bson import Binary, Decimal128
 from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
 
+from .masking import is_stored_mask
 from .normalise import DOLLAR_ESCAPE, DOT_ESCAPE, NUL_ESCAPE
 
 Reviver = Callable[[Any], Any]
@@ -37,7 +38,7 @@ def reify(value: Any, column_type: TypeEngine[Any] | None) -> Any:
     """
     if value is None:
         return None
-    if column_type is None:
+    if column_type is None or is_stored_mask(value):  # a masked value is no value of the type
         return plain(value)
     impl = column_type.impl_instance if isinstance(column_type, TypeDecorator) else column_type
     enum_class = getattr(impl, "enum_class", None)

@@ -22,6 +22,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from . import statements
 from .changes import Action, RowChange, RowKey
 from .connection_transaction import ConnectionTransactions
+from .log_safety import log_failure
 from .statements import PendingStatement, StatementTarget
 from .tracking import Tracking
 from .transaction import TransactionBuffer
@@ -77,8 +78,10 @@ class StatementEvents:
             if pending is not None:
                 statement = _asking_for_keys(statement, pending[0].target)
                 self._pending.setdefault(connection, []).append((statement, *pending))
-        except Exception:  # a defect here must not stop the application's statement
-            logger.exception("audit_mongo: a %s statement could not be captured", action)
+        except Exception as exc:  # a defect here must not stop the application's statement
+            log_failure(
+                logging.ERROR, exc, "audit_mongo: a %s statement could not be captured", action
+            )
         return statement, multiparams, params
 
     def _capture_before(
@@ -128,8 +131,10 @@ class StatementEvents:
         _, pending, recorder = entry
         try:
             recorder(statements.after(pending, result, connection), pending.moves)
-        except Exception:
-            logger.exception(
+        except Exception as exc:
+            log_failure(
+                logging.ERROR,
+                exc,
                 "audit_mongo: the rows a %s statement on %s changed could not be recorded",
                 pending.action,
                 pending.target.table_name,

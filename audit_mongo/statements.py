@@ -34,6 +34,8 @@ from sqlalchemy.types import TypeEngine
 from . import statement_reads as reads
 from .changes import Action, RowChange, RowKey, same
 from .frame import SpillingList
+from .log_safety import log_failure
+from .masking import Masked, Masker
 from .normalise import column_value_to_bson
 from .safe_reads import UNREADABLE, read_guard
 from .table_info import unpad
@@ -69,6 +71,9 @@ class StatementTarget:
     classes: Mapping[Any, tuple[str, frozenset[Action]]]  # discriminator -> (entity, actions)
     entity: str | None  # without a discriminator value: the table's class, in a hierarchy
     entity_actions: frozenset[Action]
+    masker: Masker
+    masked: Mapping[str | None, tuple[int, ...]]  # entity -> where its masked values are
+    masked_otherwise: tuple[int, ...]  # for a row of no known class: every class's masks
 
     def row_class(self, values: tuple[Any, ...]) -> tuple[str | None, frozenset[Action]]:
         """The entity a row belongs to and the actions recorded for it."""
@@ -77,6 +82,11 @@ class StatementTarget:
             if found is not None:
                 return found
         return self.entity, self.entity_actions
+
+    def masked_indexes(self, values: tuple[Any, ...]) -> tuple[int, ...]:
+        """Where the values its class masks are among a row's ``values``."""
+        entity, _ = self.row_class(values)
+        return self.masked.get(entity, self.masked_otherwise)
 
 
 @dataclass(slots=True)
@@ -147,12 +157,13 @@ def before(
         )
     except Exception as exc:
         pending.readable = False
-        logger.error(
-            "audit_mongo: could not read the rows a %s statement on %s changes (%s); "
+        log_failure(
+            logging.ERROR,
+            exc,
+            "audit_mongo: could not read the rows a %s statement on %s changes; "
             "its row changes are not recorded",
             action,
             target.table_name,
-            type(exc).__name__,
         )
     return pending
 
@@ -210,7 +221,7 @@ def _read_matching_rows(
             if key in seen:
                 continue
             seen.add(key)
-        values = tuple(row[width : width + columns])
+        values = _masked(pending, tuple(row[width : width + columns]))
         moved = tuple(row[width + columns :]) if new_key else key
         pending.old_rows.append((key, values, moved))
 
@@ -299,7 +310,7 @@ def _read_conflicting_rows(
     for key, row_values in reads.rows_by_columns(
         target, columns, values, connection, pending.options
     ):
-        pending.old_rows.append((key, row_values, key))
+        pending.old_rows.append((key, _masked(pending, row_values), key))
 
 
 # -- after: what changed --------------------------------------------------------------------
@@ -360,14 +371,15 @@ def _read_back(
     try:
         with read_guard(connection):
             rows = reads.rows_by_key(target, keys, connection, pending.options)
-            return {unpad(key, target.padded): values for key, values in rows}
+            return {unpad(key, target.padded): _masked(pending, values) for key, values in rows}
     except Exception as exc:
-        logger.error(
-            "audit_mongo: could not read back %d rows a statement on %s changed (%s); their new "
+        log_failure(
+            logging.ERROR,
+            exc,
+            "audit_mongo: could not read back %d rows a statement on %s changed; their new "
             "values are recorded as %s",
             len(keys),
             target.table_name,
-            type(exc).__name__,
             UNREADABLE,
         )
         return None
@@ -427,7 +439,8 @@ def _upserts(
     found = reads.rows_by_columns(pending.target, columns, values, connection, pending.options)
     for key, row_values in found:
         old = before_rows.get(key)
-        change = _change(pending, key, "update" if old is not None else "create", old, row_values)
+        new = _masked(pending, row_values)
+        change = _change(pending, key, "update" if old is not None else "create", old, new)
         if change is not None:
             yield change
 
@@ -483,9 +496,25 @@ def _bson_values(
     return {keys[i]: _bson(pending, keys[i], values[i]) for i in indexes}
 
 
+def _masked(pending: PendingStatement, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row's values as read, with the masked columns' masked at once: the rows waiting for
+    the statement spill to disk, and the real value must not go there. Masked values still
+    compare equal exactly when the real values do."""
+    target = pending.target
+    if not target.masked_otherwise:  # no class masks anything here
+        return values
+    indexes = target.masked_indexes(values)
+    masked = list(values)
+    for i in indexes:
+        if values[i] is not UNREADABLE:
+            key = target.keys[i]
+            masked[i] = target.masker.mask(target.table_name, key, _bson(pending, key, values[i]))
+    return tuple(masked)
+
+
 def _bson(pending: PendingStatement, key: str, value: Any) -> Any:
-    if value is UNREADABLE:
-        return UNREADABLE
+    if value is UNREADABLE or isinstance(value, Masked):
+        return value
     column_type = pending.target.decorated_types.get(key)
     where = f"{pending.target.table_name}.{key}"
     return column_value_to_bson(value, column_type, pending.dialect, where)

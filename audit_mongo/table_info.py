@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.types import CHAR, NCHAR, TypeDecorator, TypeEngine
+
+from .masking import Masker, TableMask, recorded_masks
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +29,16 @@ class TableInfo:
     update_generated: frozenset[str]  # ... and on UPDATE (onupdate, server_onupdate)
     collections: tuple[str, ...]  # many-to-many relationships, recorded as related keys
     padded: tuple[bool, ...]  # which key columns are CHAR: compared without trailing blanks
+    mask: TableMask  # attributes recorded with their values hidden
 
     @classmethod
-    def of(cls, mapper: Mapper[Any], exclude: Collection[str]) -> TableInfo:
+    def of(
+        cls,
+        mapper: Mapper[Any],
+        exclude: Collection[str],
+        masked: frozenset[str],
+        masker: Masker,
+    ) -> TableInfo:
         keys = tuple(p.key for p in mapper.column_attrs if p.key not in exclude)
         pk_keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
         decorated = {
@@ -59,8 +69,13 @@ class TableInfo:
             for r in mapper.relationships
             if r.secondary is not None and not r.viewonly and r.key not in exclude
         )
+        table_name = identity_table(mapper)
+        kept = (*pk_keys, *_discriminator_key(mapper))
+        mask = TableMask(
+            table_name, recorded_masks(table_name, masked, (*keys, *collections), kept), masker
+        )
         return cls(
-            identity_table(mapper),
+            table_name,
             entity,
             tables,
             keys,
@@ -71,6 +86,7 @@ class TableInfo:
             on_update,
             collections,
             padded_flags(mapper.primary_key),
+            mask,
         )
 
 
@@ -88,6 +104,17 @@ def unpad(key: tuple[Any, ...], padded: tuple[bool, ...]) -> tuple[Any, ...]:
         v.rstrip(" ") if flag and isinstance(v, str) else v
         for v, flag in zip(key, padded, strict=True)
     )
+
+
+def _discriminator_key(mapper: Mapper[Any]) -> tuple[str, ...]:
+    """The attribute holding the polymorphic discriminator, if it is a mapped column."""
+    column = mapper.polymorphic_on
+    if column is None:
+        return ()
+    try:
+        return (str(mapper.get_property_by_column(column).key),)
+    except UnmappedColumnError:
+        return ()
 
 
 def _computed_on_insert(column: Any) -> bool:

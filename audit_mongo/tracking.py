@@ -13,6 +13,7 @@ import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 
 from .changes import Action
+from .masking import Masker, default_masked
 from .statements import StatementTarget
 from .table_info import TableInfo, padded_flags
 
@@ -32,17 +34,40 @@ ALL_ACTIONS: frozenset[Action] = frozenset(("create", "update", "delete"))
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class MaskSettings:
+    """A log's masking: the attributes masked for every model, whether names containing a
+    secret word are masked by default, and how values are hidden."""
+
+    names: frozenset[str]
+    default: bool
+    masker: Masker
+
+    @classmethod
+    def of(
+        cls, mask: Collection[str], mask_key: bytes | str | None, default_mask: bool
+    ) -> MaskSettings:
+        """Settings from ``AuditLog``'s arguments, checked."""
+        names = frozenset(attribute_names(mask, "mask"))
+        return cls(names, checked_flag(default_mask, "default_mask"), Masker(mask_key))
+
+
 class Tracking:
-    """The log's tracked classes and their exclusions, with per-mapper and per-table caches."""
+    """The log's tracked classes, their exclusions and masks, with per-mapper and per-table
+    caches."""
 
     def __init__(
         self,
         exclude: Collection[str],
         receivers: Mapping[Action, tuple[str, Callable[..., None]]],
+        masks: MaskSettings,
     ) -> None:
-        self._exclude = frozenset(attribute_names(exclude))
+        self._exclude = frozenset(attribute_names(exclude, "exclude"))
         self._receivers = receivers  # action -> (mapper event, the log's public receiver)
-        self._models: dict[type, frozenset[str]] = {}
+        self._masks = masks
+        self._models: dict[type, frozenset[str]] = {}  # tracked class -> its exclusions
+        self._model_masks: dict[type, frozenset[str]] = {}
+        self._default_masks: dict[type, bool] = {}  # set for a class and its subclasses
         self._infos: dict[Mapper[Any], TableInfo] = {}
         self._table_mappers: dict[Any, tuple[list[Mapper[Any]], list[Mapper[Any]]]] = {}
         self._tables_by_name: dict[tuple[str | None, str], list[Table]] = {}
@@ -84,9 +109,19 @@ class Tracking:
         if event.contains(Mapper, "after_configured", self.forget):
             event.remove(Mapper, "after_configured", self.forget)
 
-    def add(self, model: type, exclude: Collection[str]) -> None:
-        exclude = attribute_names(exclude)
+    def add(
+        self,
+        model: type,
+        exclude: Collection[str],
+        mask: Collection[str] = (),
+        default_mask: bool | None = None,
+    ) -> None:
+        exclude = attribute_names(exclude, "exclude")
+        mask = attribute_names(mask, "mask")
+        if default_mask is not None:
+            self._default_masks[model] = checked_flag(default_mask, "default_mask")
         self._models[model] = self._models.get(model, frozenset()) | set(exclude)
+        self._model_masks[model] = self._model_masks.get(model, frozenset()) | set(mask)
         try:
             self._registries.add(class_mapper(model).registry)
         except UnmappedClassError:  # a declarative base: its registry is on the class
@@ -122,7 +157,10 @@ class Tracking:
         info = self._infos.get(mapper)
         if info is None:
             self._registries.add(mapper.registry)
-            info = self._infos[mapper] = TableInfo.of(mapper, self.excluded(mapper))
+            excluded = self.excluded(mapper)
+            masked = self.masked(mapper) - excluded
+            info = TableInfo.of(mapper, excluded, masked, self._masks.masker)
+            self._infos[mapper] = info
         return info
 
     def excluded(self, mapper: Mapper[Any]) -> frozenset[str]:
@@ -130,6 +168,25 @@ class Tracking:
         for cls in mapper.class_.__mro__:
             excluded |= self._models.get(cls, frozenset())
         return excluded
+
+    def masked(self, mapper: Mapper[Any]) -> frozenset[str]:
+        """Attributes of ``mapper``'s rows recorded with their values hidden: those the log,
+        the class or a base class masks, and, unless the default mask is off for it, the
+        column attributes whose names contain a secret word."""
+        masked = self._masks.names
+        for cls in mapper.class_.__mro__:
+            masked |= self._model_masks.get(cls, frozenset())
+        if self._default_mask(mapper):
+            masked |= default_masked(p.key for p in mapper.column_attrs)
+        return masked
+
+    def _default_mask(self, mapper: Mapper[Any]) -> bool:
+        """The nearest setting along the class's bases, else the log's."""
+        for cls in mapper.class_.__mro__:
+            setting = self._default_masks.get(cls)
+            if setting is not None:
+                return setting
+        return self._masks.default
 
     def tracked_actions(self, mapper: Mapper[Any]) -> frozenset[Action]:
         """The actions recorded for ``mapper``'s rows: all when tracked, else those wired."""
@@ -322,6 +379,7 @@ def _statement_target(
     if discriminator is not None and discriminator == len(columns):
         columns.append(base.polymorphic_on)
     info = tracking.info(base)
+    masked = _masked_indexes(keys, [tracking.info(m) for m in actions])
     return StatementTarget(
         table=table,
         selectable=selectable,
@@ -343,7 +401,20 @@ def _statement_target(
         },
         entity=info.entity,
         entity_actions=actions.get(base, frozenset()),
+        masker=info.mask.masker,
+        masked=masked,
+        # A row whose class is not known is masked as every class would mask it.
+        masked_otherwise=tuple(sorted({i for indexes in masked.values() for i in indexes})),
     )
+
+
+def _masked_indexes(keys: list[str], infos: list[TableInfo]) -> dict[str | None, tuple[int, ...]]:
+    """Per class (``entity``), where the values it masks are among the keys read."""
+    found: dict[str | None, set[int]] = {}
+    for info in infos:  # classes sharing an entity name (None) share their masks
+        masked = found.setdefault(info.entity, set())
+        masked.update(i for i, key in enumerate(keys) if key in info.mask.names)
+    return {entity: tuple(sorted(indexes)) for entity, indexes in found.items()}
 
 
 def _discriminator(base: Mapper[Any], selectable: Any, columns: list[Any]) -> int | None:
@@ -367,9 +438,17 @@ def _attribute_key(owners: list[Mapper[Any]], column: Any) -> str:
     return str(column.key)
 
 
-def attribute_names(names: Collection[str]) -> Collection[str]:
+def attribute_names(names: Collection[str], argument: str) -> Collection[str]:
     """``names`` checked: a plain string would be taken for a set of one-letter names (and
-    the attribute it names recorded after all)."""
+    the attribute it names recorded, or unmasked, after all)."""
     if isinstance(names, str):
-        raise TypeError(f"exclude is a collection of attribute names, not a string: ({names!r},)")
+        raise TypeError(
+            f"{argument} is a collection of attribute names, not a string: ({names!r},)"
+        )
     return names
+
+
+def checked_flag(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{argument} is True or False, not {value!r}")
+    return value

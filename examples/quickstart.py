@@ -39,6 +39,9 @@ def main() -> None:
         os.environ.get("AUDIT_MONGO_URI", "mongomock://"),
         os.environ.get("AUDIT_MONGO_COLLECTION", "user_logs"),
         outbox=engine,  # documents commit with the data: a Mongo outage or a crash loses none
+        # Signs each document's link in its chain, so verify() finds forgeries. Keep the
+        # key in your secret store; this demo makes one up unless AUDIT_SIGNING_KEY is set.
+        signing_keys={"demo": os.environ.get("AUDIT_SIGNING_KEY") or os.urandom(32)},
     )
     audit.ensure_indexes()
     audit.track(Client)
@@ -74,6 +77,8 @@ def main() -> None:
     for entry in history:
         print(" ", entry.describe())
     print("  its values as first committed:", first_state)
+    problems = audit.verify(since=started)  # [] while nobody has tampered with the log
+    print(f"verify(): {len(problems)} problems in {problems.documents} documents")
     print(f"{len(documents)} audit documents in {audit.collection.full_name}")
     audit.close()
 

@@ -118,7 +118,7 @@ class Sample(Base):
     at_tz: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     clock: Mapped[dt.time | None] = mapped_column(Time)
     span: Mapped[dt.timedelta | None] = mapped_column(Interval)
-    token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    uid: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     color: Mapped[Color | None] = mapped_column(Enum(Color))
     blob: Mapped[bytes | None] = mapped_column(LargeBinary)
     data: Mapped[Any] = mapped_column(JSON, nullable=True)

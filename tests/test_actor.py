@@ -104,7 +104,7 @@ def test_a_failing_user_loader_records_null_and_the_commit_succeeds(
         session.commit()
 
     assert only(collection)["current_user_id"] is None
-    assert "user_loader raised RuntimeError" in caplog.text
+    assert "user_loader failed; recording current_user_id as null (RuntimeError)" in caplog.text
 
 
 def test_a_mapped_object_acts_through_its_primary_key(

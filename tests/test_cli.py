@@ -3,6 +3,7 @@ document once, and says by its exit status whether anything is left pending."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,14 +23,20 @@ from pymongo import MongoClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from audit_mongo import AuditLog
+from audit_mongo import AuditLog, AuditReader
 from audit_mongo.cli import EXIT_PENDING, EXIT_USAGE, main
 from audit_mongo.cli import exit_status as exit_status_of
 from tests.fakes import closed_loopback_port
 from tests.models import Client
 
 MONGO_URI = "mongodb://mongo.test/app"
-SETTINGS = ("AUDIT_MONGO_URI", "AUDIT_MONGO_OUTBOX_URL", "AUDIT_MONGO_COLLECTION")
+SETTINGS = (
+    "AUDIT_MONGO_URI",
+    "AUDIT_MONGO_OUTBOX_URL",
+    "AUDIT_MONGO_COLLECTION",
+    "AUDIT_MONGO_SIGNING_KEYS",
+    "AUDIT_MONGO_SIGNING_KEY_ID",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -389,3 +396,31 @@ def test_an_outbox_database_that_cannot_be_opened_exits_3_without_a_traceback(
     assert result.exit_code == 3
     assert "the outbox database failed: OperationalError" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_deliver_signs_what_it_delivers_with_the_applications_keys(
+    engine: Engine, mongo: FakeMongoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"2026-12": "a secret of at least sixteen bytes"}
+    leave_pending(engine, ["a", "b"])
+    monkeypatch.setenv("AUDIT_MONGO_SIGNING_KEYS", json.dumps(keys))
+
+    result = run(deliver(engine))
+
+    assert result.exit_code == 0, result.output
+    assert {d["chain"]["key"] for d in mongo.documents()} == {"2026-12"}
+    reader = AuditReader(mongo.client.app.user_logs, signing_keys=keys)
+    assert reader.verify() == []
+
+
+def test_deliver_with_several_keys_and_none_named_is_a_usage_error(
+    engine: Engine, mongo: FakeMongoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"a": "a secret of at least sixteen bytes", "b": "another secret, sixteen+"}
+    monkeypatch.setenv("AUDIT_MONGO_SIGNING_KEYS", json.dumps(keys))
+
+    result = run(deliver(engine))
+
+    assert result.exit_code == EXIT_USAGE
+    assert "signing_key_id" in result.output
+    assert "sixteen" not in result.output

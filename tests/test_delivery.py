@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
 from audit_mongo.delivery import MongoWriter, repair
+from tests.conftest import stored
 from tests.fakes import FailingCollection, closed_loopback_port
 from tests.models import Client
 
@@ -204,3 +205,46 @@ def test_an_outage_costs_a_commit_of_many_batches_one_timeout(
     assert logged.count("audit documents were not written") == 1
     assert "1000 of 1000 audit documents were not written (ServerSelectionTimeoutError" in logged
     assert pending == 2_500
+
+
+class UniqueNameIndex:
+    """A collection with an application's unique index on the recorded name, refusing as a
+    server does: code 11000 with the index's keyPattern (not ``_id``)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
+        errors, kept = [], []
+        for index, document in enumerate(documents):
+            if document["changes"].get("name", {}).get("added") == ["taken"]:
+                errors.append(
+                    {
+                        "index": index,
+                        "code": 11000,
+                        "keyPattern": {"changes.name.added": 1},
+                        "errmsg": "E11000 duplicate key error collection: app.user_logs "
+                        'index: changes.name.added_1 dup key: { : "taken" }',
+                    }
+                )
+            else:
+                kept.append(document)
+        if kept:
+            self.target.insert_many(kept, ordered=ordered)
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "nInserted": len(kept)})
+
+
+def test_a_duplicate_on_another_unique_index_is_a_refusal_not_a_delivery(
+    engine: Engine, collection: Any
+) -> None:
+    audit = AuditLog(UniqueNameIndex(collection))
+    audit.track(Client)
+    try:
+        with Session(engine) as session:
+            session.add_all([Client(name="taken"), Client(name="free")])
+            session.commit()
+        assert [d["changes"]["name"]["added"] for d in stored(collection)] == [["free"]]
+        assert audit.pending() == 1  # kept, not counted as already there
+    finally:
+        audit.close()

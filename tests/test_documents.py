@@ -58,7 +58,9 @@ def test_document_carries_metadata_and_fixed_field_names(
         "created_at",
         "transaction_id",
         "schema_version",
+        "chain",
     }
+    assert set(document["chain"]) == {"id", "seq", "hash"}  # first link; unsigned
     assert isinstance(document["_id"], ObjectId)
     assert document["current_user_id"] is None
     assert document["schema_version"] == 1

@@ -22,7 +22,15 @@ from tests.fakes import closed_loopback_port
 from tests.flask_app_factory import Client, User, create_app, db
 from tests.test_cli_queries import SETTINGS, URI, blocks, cli, json_lines, mongo_server
 
-COMMANDS = ("history", "user", "recent", "export", "show-indexes", "ensure-indexes")
+COMMANDS = (
+    "history",
+    "user",
+    "recent",
+    "export",
+    "show-indexes",
+    "ensure-indexes",
+    "verify",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -304,3 +312,36 @@ def test_flask_audit_help_lists_the_commands_without_the_log_options(app: Flask)
         assert option in history.stdout
     for option in ("--uri", "--collection", "--database", "--server-timeout"):
         assert option not in history.stdout
+
+
+def test_verify_checks_the_log_with_the_applications_keys(collection: Any, tmp_path: Any) -> None:
+    audit_ext = AuditMongo()
+    audit_ext.track(Client)
+    keys = {"2026-12": "a secret of at least sixteen bytes"}
+    app = create_app(
+        audit_ext,
+        f"sqlite:///{tmp_path / 'app.db'}",
+        AUDIT_MONGO_URI=URI,
+        AUDIT_MONGO_SIGNING_KEYS=keys,
+    )
+    try:
+        web = app.test_client()
+        web.post("/clients", data={"name": "Company B"})
+        web.post("/clients/1/name", data={"name": "Company A"})
+        heads = tmp_path / "heads.json"
+
+        intact = flask_audit(app, "verify", "--heads", str(heads))
+        with app.app_context():
+            log = current_log()
+            assert {d["chain"]["key"] for d in log.collection.find()} == {"2026-12"}
+            log.collection.update_one({"action": "update"}, {"$set": {"current_user_id": 9}})
+        tampered = flask_audit(app, "verify", "--heads", str(heads))
+    finally:
+        with app.app_context():
+            current_log().close()
+            db.engine.dispose()
+
+    assert intact.exit_code == 0, intact.output
+    assert "intact: 2 entries in 1 chains (signed)" in intact.output
+    assert tampered.exit_code == 4
+    assert tampered.output.startswith("modified:")

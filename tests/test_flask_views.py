@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_login import current_user
+from pymongo.errors import OperationFailure
 
 from audit_mongo.flask import AuditMongo, current_log, views
 from audit_mongo.flask.views import blueprint
@@ -321,6 +322,26 @@ def test_a_row_the_log_never_saw_is_a_404_page(web: FlaskClient) -> None:
     response = web.get("/audit/clients/12345")
     assert response.status_code == 404
     assert "no entries for clients 12345" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("url", ["/audit/", "/audit/clients/1"])
+def test_a_log_mongo_refuses_to_read_is_a_503_page(
+    app: Flask, web: FlaskClient, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """An application user that may only insert (see Least privilege) cannot read."""
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("not authorized on app to execute command { find: ...", 13)
+
+    with app.app_context():
+        monkeypatch.setattr(current_log().collection, "find", refused)
+    response = web.get(url)
+
+    assert response.status_code == 503
+    body = response.get_data(as_text=True)
+    assert "could not be read" in body and "OperationFailure" in body
+    assert "not authorized" not in body and "Traceback" not in body
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
 # -- escaping ----------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_every_value_type_in_a_real_row_is_stored_and_encodes(
             at_tz=dt.datetime(2024, 5, 1, 12, 30, tzinfo=PLUS_TWO),
             clock=dt.time(8, 15),
             span=dt.timedelta(minutes=90),
-            token=token,
+            uid=token,
             color=Color.GREEN,
             blob=b"\x00\x01\x02",
             data={"a.b": [1, 2], "$k": {"nested": True}, "big": 2**70, "n": None},
@@ -206,7 +206,7 @@ def test_every_value_type_in_a_real_row_is_stored_and_encodes(
     assert added["at_tz"] == "2024-05-01T10:30:00+00:00"
     assert added["clock"] == "08:15:00"
     assert added["span"] == 5400.0
-    assert added["token"] == str(token)
+    assert added["uid"] == str(token)
     assert added["color"] == "GREEN"
     assert added["blob"] == b"\x00\x01\x02"
     assert added["data"] == {

@@ -52,7 +52,7 @@ class Mood(enum.Enum):
 class Reading(Base):
     __tablename__ = "readings"
     id: Mapped[int] = mapped_column(primary_key=True)
-    token: Mapped[str | None] = mapped_column(postgresql.UUID(as_uuid=False))
+    uid_text: Mapped[str | None] = mapped_column(postgresql.UUID(as_uuid=False))
     ref: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     data: Mapped[Any] = mapped_column(postgresql.JSONB, nullable=True)
     counts: Mapped[list[int] | None] = mapped_column(postgresql.ARRAY(Integer))
@@ -91,7 +91,7 @@ TOKEN = "9f1c6e0a-3b2d-4c5e-8f70-1a2b3c4d5e6f"
 
 def a_reading() -> Reading:
     return Reading(
-        token=TOKEN,
+        uid_text=TOKEN,
         ref=uuid.UUID(TOKEN),
         data={"tags": ["a", "b"], "owner": {"id": 7, "name": None}},
         counts=[1, 2],
@@ -107,7 +107,7 @@ def a_reading() -> Reading:
 
 # a_reading() in its README "Values" form.
 STORED = {
-    "token": TOKEN,
+    "uid_text": TOKEN,
     "ref": TOKEN,  # a UUID and a UUID-as-string column store the same canonical string
     "data": {"tags": ["a", "b"], "owner": {"id": 7, "name": None}},
     "counts": [1, 2],

@@ -246,7 +246,18 @@ def test_the_shapes_use_every_index(audit: AuditLog, data: Data, spy: SpyCollect
         spy.reset()
         call(audit, data)
         used.update(check_served(find) for find in spy.finds)
-    assert used == set(INDEX_KEYS)
+    assert used | {"audit_chain"} == set(INDEX_KEYS)  # verify's: see the next test
+
+
+def test_verify_walks_the_chains_in_the_order_of_their_index(
+    audit: AuditLog, data: Data, spy: SpyCollection
+) -> None:
+    spy.reset()
+    assert audit.verify() == []
+    (find,) = spy.finds
+    assert find.filter == {}
+    assert find.sort == INDEX_KEYS["audit_chain"]
+    assert find.batch_size > 0
 
 
 def test_results_are_right_whatever_the_spy(audit: AuditLog, data: Data) -> None:

@@ -143,7 +143,7 @@ SAMPLE_VALUES: list[tuple[str, Any, Any]] = [
     ("at_tz", dt.datetime(2024, 5, 1, 21, 30, tzinfo=TOKYO), dt.datetime(2001, 1, 1, tzinfo=TOKYO)),
     ("clock", dt.time(12, 30, 15, 500000), dt.time(0, 0, 1)),
     ("span", dt.timedelta(days=1, seconds=5, microseconds=250000), dt.timedelta(minutes=90)),
-    ("token", uuid.UUID("9f1c0d4e-8a52-4a7b-9d3e-0c1f2a3b4c5d"), uuid.uuid4()),
+    ("uid", uuid.UUID("9f1c0d4e-8a52-4a7b-9d3e-0c1f2a3b4c5d"), uuid.uuid4()),
     ("color", Color.GREEN, Color.RED),
     ("blob", b"\x00\xff binary", b"other"),
     ("data", {"a.b": 1, "$k": {"c.d": [1, 2]}, "x": None}, {"plain": [True, 1.5]}),

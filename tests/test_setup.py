@@ -184,6 +184,7 @@ def test_quickstart_example_runs_and_prints_its_documents(collection: Any) -> No
 
     where = collection.full_name if REAL_MONGO_URI else "audit.user_logs"
     assert result.stdout.rstrip().endswith(f"5 audit documents in {where}")
+    assert "verify(): 0 problems in 5 documents" in result.stdout
     decoder = json.JSONDecoder()
     text, documents = result.stdout, []
     position = text.index("{")

@@ -213,7 +213,9 @@ def test_documents_that_may_have_been_stored_before_a_lost_reply_are_voided(
             with pytest.raises(AuditWriteError):
                 s.commit()
             s.rollback()
-        assert audit.pending() == 1  # the void, refused like everything else here
+        # the void, and the filler of the document's chain position (see test_tamper_evidence),
+        # refused like everything else here
+        assert audit.pending() == 2
         assert audit.deliver_pending() == 0
     finally:
         audit.close()
@@ -224,5 +226,6 @@ def test_documents_that_may_have_been_stored_before_a_lost_reply_are_voided(
         from audit_mongo.encoding import decode_all
 
         data = conn.scalar(text("SELECT documents FROM audit_mongo_outbox"))
-    (void,) = decode_all(data)
+    void, filler = decode_all(data)
     assert (void["action"], void["voids"]) == ("void", document["_id"])
+    assert filler["chain"]["stands_for"] == document["chain"]["hash"]

@@ -10,11 +10,13 @@
     audit-mongo tail --table clients              # follow new entries
     audit-mongo show-indexes / ensure-indexes
     audit-mongo deliver --outbox-url postgresql://app@db/app
+    audit-mongo verify --heads heads.json          # changed, removed or forged entries
 
 Every command takes ``--uri`` (``AUDIT_MONGO_URI``), ``--collection``
 (``AUDIT_MONGO_COLLECTION``, default ``user_logs``), ``--database`` and
 ``--server-timeout``. Exit statuses: 0 done, 1 documents left pending (``deliver``),
-2 usage error, 3 Mongo (or the outbox database) unreachable, refused or unusable.
+2 usage error, 3 Mongo (or the outbox database) unreachable, refused or unusable, 4
+problems found (``verify``).
 
 1 means "pending" here, not Python's "an error": a ``SystemExit`` whose code is not an
 integer (``sys.exit("message")``, from a command or anything it calls) is an error whose
@@ -31,7 +33,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from . import deliver, indexes, queries, tail  # modules: not shadowed by their commands
+from . import deliver, indexes, queries, tail, verify  # modules: not shadowed by commands
 from .options import EXIT_OK, EXIT_PENDING, EXIT_UNAVAILABLE, EXIT_USAGE
 
 __all__ = ["EXIT_OK", "EXIT_PENDING", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
@@ -65,7 +67,8 @@ def exit_status(code: object) -> int:
     cls=CommandLine,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Exit status: 0 done; 1 documents left pending (deliver); 2 usage error; "
-    "3 Mongo (or the outbox database) unreachable, refused or unusable.",
+    "3 Mongo (or the outbox database) unreachable, refused or unusable; 4 problems found "
+    "(verify).",
 )
 @click.version_option(__version__, prog_name="audit-mongo")
 def main() -> None:
@@ -82,5 +85,6 @@ for command in (
     indexes.show_indexes,
     indexes.ensure_indexes_command,
     deliver.deliver,
+    verify.verify_command,
 ):
     main.add_command(command)

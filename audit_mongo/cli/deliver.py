@@ -13,6 +13,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeAlias
 
@@ -22,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..connect import AuditSetupError
 from ..log import AuditLog
+from ..log_safety import log_failure
 from ..outbox import DEFAULT_TABLE
 from .options import (
     EXIT_OK,
@@ -34,6 +37,7 @@ from .options import (
     usage_error,
 )
 from .params import Seconds
+from .verify import key_settings, keys_file_option
 
 logger = logging.getLogger("audit_mongo")
 
@@ -58,6 +62,7 @@ Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None
 @click.option(
     "--interval", type=Seconds(), default=5.0, show_default=True, help="Seconds between rounds."
 )
+@keys_file_option
 @log_options
 def deliver(
     log: LogSettings,
@@ -66,36 +71,64 @@ def deliver(
     timeout: float,
     watch: bool,
     interval: float,
+    keys_file: Path | None,
 ) -> None:
-    """Send the documents waiting in the outbox to Mongo, each exactly once.
+    """Send the documents waiting in the outbox to Mongo, each exactly once, signed with
+    the application's keys (the documents are linked into a chain as they are sent).
 
     Safe to run in several processes at once. Exits 1 when some remain pending.
     """
     if not outbox_url:
         raise usage_error(f"--outbox-url (or {ENV_OUTBOX_URL}) is required")
     log.require_uri()
+    keys = key_settings(keys_file)
     cleanup = ExitStack()
     with cleanup:  # closes what was opened, should opening the rest fail
-        audit = open_audit(log, outbox_url, outbox_table, timeout, cleanup)
+        audit = open_audit(log, Target(outbox_url, outbox_table, timeout, keys), cleanup)
         status = rounds(audit, watch, interval, cleanup)
     click.get_current_context().exit(status)
 
 
-def open_audit(
-    log: LogSettings, outbox_url: str, outbox_table: str, timeout: float, cleanup: ExitStack
-) -> AuditLog:
+@dataclass(frozen=True)
+class Target:
+    """Where ``deliver`` takes documents from, and how it writes them."""
+
+    outbox_url: str
+    outbox_table: str
+    timeout: float
+    keys: tuple[dict[str, str] | None, str | None]  # signing keys and the signing one
+
+
+def open_audit(log: LogSettings, target: Target, cleanup: ExitStack) -> AuditLog:
     """The log delivering from the outbox; ``cleanup`` closes it, its client and engine."""
     try:
-        engine = create_engine(outbox_url)
+        engine = create_engine(target.outbox_url)
     except (ArgumentError, ImportError) as exc:
         raise click.BadParameter(str(exc), param_hint="'--outbox-url'") from None
     cleanup.callback(engine.dispose)
     client, collection = open_log(log)
     cleanup.callback(client.close)
-    with setup_errors(log):
-        audit = AuditLog(collection, outbox=engine, outbox_table=outbox_table, timeout=timeout)
+    keys, key_id = target.keys
+    with setup_errors(log), signing_errors():
+        audit = AuditLog(
+            collection,
+            outbox=engine,
+            outbox_table=target.outbox_table,
+            timeout=target.timeout,
+            signing_keys=keys,
+            signing_key_id=key_id,
+        )
     cleanup.callback(audit.close)
     return audit
+
+
+@contextmanager
+def signing_errors() -> Iterator[None]:
+    """Several keys and none named to sign: a usage error."""
+    try:
+        yield
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
 
 
 @contextmanager
@@ -146,8 +179,8 @@ def _watch(audit: AuditLog, stop: threading.Event, interval: float) -> None:
     while True:
         try:
             delivered, pending = audit.deliver_pending(), audit.pending()
-        except Exception:  # the database blinked: a watcher keeps watching
-            logger.exception("audit_mongo: delivery round failed; trying again")
+        except Exception as exc:  # the database blinked: a watcher keeps watching
+            log_failure(logging.ERROR, exc, "audit_mongo: delivery round failed; trying again")
         else:
             if delivered or pending:
                 click.echo(f"delivered {delivered}, pending {pending}")

@@ -9,6 +9,7 @@
     flask audit export --format csv --since 30d > audit.csv
     flask audit show-indexes
     flask audit ensure-indexes             # with the application's AUDIT_MONGO_RETENTION
+    flask audit verify --heads heads.json  # with the application's AUDIT_MONGO_SIGNING_KEYS
 
 The options and the output are those of ``audit-mongo`` (``audit_mongo.cli``: the same
 option decorators and the same command bodies), without ``--uri``, ``--collection``,
@@ -23,12 +24,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 from flask.cli import AppGroup
 
-from ..cli import indexes, queries
+from ..cli import indexes, queries, verify
 from ..cli.options import mongo_failures
 from ..log import AuditLog
 from .extension import current_log
@@ -128,3 +130,14 @@ def ensure_indexes(retention: dt.timedelta | None) -> None:
         indexes.ensure_indexes_of(
             log.collection, retention=retention if retention is not None else log.retention
         )
+
+
+@audit_commands.command("verify", short_help="Check that no entry was changed, removed or forged.")
+@verify.heads_and_since_options
+def verify_command(heads_file: Path | None, since: dt.datetime | None) -> None:
+    """Recompute every entry's hash and walk each writer's chain with the application's
+    signing keys: one line per problem, exit status 4 when there is any."""
+    heads = verify.read_heads(heads_file)
+    with app_log() as log:
+        result = log.verify(since=since, heads=heads)
+    click.get_current_context().exit(verify.report(result, heads_file))

@@ -21,7 +21,7 @@ import copy
 import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app, has_app_context
 
@@ -40,12 +40,26 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_MONGO_BACKGROUND": False,
     "AUDIT_MONGO_TIMEOUT": 2.0,
     "AUDIT_MONGO_EXCLUDE": (),
+    "AUDIT_MONGO_MASK": (),
+    "AUDIT_MONGO_MASK_KEY": None,
+    "AUDIT_MONGO_DEFAULT_MASK": True,
     "AUDIT_MONGO_RETENTION": None,
+    "AUDIT_MONGO_SIGNING_KEYS": None,
+    "AUDIT_MONGO_SIGNING_KEY_ID": None,
     "AUDIT_MONGO_ENSURE_INDEXES": False,
     "AUDIT_MONGO_REQUEST_ID_HEADER": "X-Request-ID",
 }
 
 Permission = Callable[[], bool]
+
+
+class Tracked(NamedTuple):
+    """A model ``AuditMongo.track()`` named, with what it said of it."""
+
+    model: type
+    exclude: Collection[str]
+    mask: Collection[str]
+    default_mask: bool | None
 
 
 @dataclass
@@ -72,7 +86,7 @@ class AuditMongo:
         self, app: Flask | None = None, *, db: Any = None, permission: Permission | None = None
     ) -> None:
         self.permission = permission
-        self._tracked: list[tuple[type, Collection[str]]] = []
+        self._tracked: list[Tracked] = []
         self._logs: list[AuditLog] = []
         if app is not None:
             self.init_app(app, db=db)
@@ -87,23 +101,35 @@ class AuditMongo:
         log = _open_log(app, db)
         log.user_loader = logged_in_user_id
         log.context_loader = request_context_loader(app.config["AUDIT_MONGO_REQUEST_ID_HEADER"])
-        for model, exclude in self._tracked:
-            log.track(model, exclude=exclude)
+        for tracked in self._tracked:
+            _track(log, tracked)
         if app.config["AUDIT_MONGO_ENSURE_INDEXES"]:
-            log.ensure_indexes()
+            try:
+                log.ensure_indexes()
+            except BaseException:  # no half-started log left listening
+                log.close()
+                raise
         app.extensions[EXTENSION] = AuditState(self, log)
         self._logs.append(log)
         from .commands import audit_commands  # here: commands imports this module
 
         app.cli.add_command(audit_commands)
 
-    def track(self, model: type, *, exclude: Collection[str] = ()) -> type:
-        """Record ``model``'s changes in every application's log, present and future.
-        Returns ``model``, so it works as a class decorator."""
-        self._tracked.append((model, exclude))
+    def track(
+        self,
+        model: type,
+        *,
+        exclude: Collection[str] = (),
+        mask: Collection[str] = (),
+        default_mask: bool | None = None,
+    ) -> type:
+        """Record ``model``'s changes in every application's log, present and future, as
+        ``AuditLog.track()`` does. Returns ``model``, so it works as a class decorator."""
+        tracked = Tracked(model, exclude, mask, default_mask)
+        self._tracked.append(tracked)
         self._logs = [log for log in self._logs if not log.closed]
         for log in self._logs:
-            log.track(model, exclude=exclude)
+            _track(log, tracked)
         return model
 
     def add_request_context(self, **values: Any) -> None:
@@ -123,6 +149,15 @@ class AuditMongo:
             "AuditMongo.log outside an application context: "
             f"{len(self._logs)} applications have a log; use `with app.app_context():`"
         )
+
+
+def _track(log: AuditLog, tracked: Tracked) -> None:
+    log.track(
+        tracked.model,
+        exclude=tracked.exclude,
+        mask=tracked.mask,
+        default_mask=tracked.default_mask,
+    )
 
 
 def current_log() -> AuditLog:
@@ -161,7 +196,12 @@ def _open_log(app: Flask, db: Any) -> AuditLog:
         background=config["AUDIT_MONGO_BACKGROUND"],
         timeout=config["AUDIT_MONGO_TIMEOUT"],
         exclude=config["AUDIT_MONGO_EXCLUDE"],
+        mask=config["AUDIT_MONGO_MASK"],
+        mask_key=config["AUDIT_MONGO_MASK_KEY"],
+        default_mask=config["AUDIT_MONGO_DEFAULT_MASK"],
         retention=_retention(config["AUDIT_MONGO_RETENTION"]),
+        signing_keys=config["AUDIT_MONGO_SIGNING_KEYS"],
+        signing_key_id=config["AUDIT_MONGO_SIGNING_KEY_ID"],
     )
 
 

@@ -29,12 +29,16 @@ limit too large) is a 400 page saying what is wrong, never a 500.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from ..inputs import ACTIONS
+from ..log_safety import log_failure
 from .display import EntryView, entry_view
 from .extension import current_log, current_state
 from .page_params import Filters, parse_key
@@ -82,6 +86,18 @@ def add_security_headers(response: Response) -> Response:
 def bad_request(error: HTTPException) -> ResponseReturnValue:
     """A 400 as a page of the history pages, with the reason (escaped like any value)."""
     return error_page(400, "Bad request", error.description or "bad request")
+
+
+@blueprint.errorhandler(PyMongoError)
+def mongo_unavailable(error: PyMongoError) -> ResponseReturnValue:
+    """Mongo unreachable, or refusing to read (an application user that may only insert):
+    a 503 page naming the error's kind, never its message or a traceback."""
+    log_failure(logging.ERROR, error, "audit_mongo: the history pages could not read the log")
+    message = (
+        "The audit log could not be read: Mongo is unreachable or refused the query "
+        f"({type(error).__name__}). Reading it needs the find privilege."
+    )
+    return error_page(503, "Audit log unavailable", message)
 
 
 def error_page(status: int, title: str, message: str) -> ResponseReturnValue:

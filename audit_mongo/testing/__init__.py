@@ -29,12 +29,20 @@ or override the ``audit_models`` fixture to return them. Then::
     def test_fixtures_load_silently(audit_log, session):
         ...
 
+A masked attribute's value is its stored form (``"[masked]"`` or an ``"hmac-sha256:..."``
+digest): expect that string, or ``masked``, which equals any masked value::
+
+    from audit_mongo.testing import masked
+
+    assert_audited(user, "update", {"password_hash": masked})
+
 ``audit_log`` is a fresh ``AuditLog`` per test on an in-memory Mongo (mongomock, from
 ``pip install 'audit_mongo[memory]'``), tracking the models, closed (its listeners removed)
 when the test ends. ``with audit_log.disabled():`` records nothing for a block.
 """
 
 from .assertions import assert_audited, assert_not_audited
+from .matching import masked
 
 # The pytest plugin is this package (the pytest11 entry point names it): its hooks and
 # fixtures must be attributes of it.
@@ -44,4 +52,4 @@ from .plugin import pytest_addoption as pytest_addoption
 from .plugin import pytest_configure as pytest_configure
 from .plugin import pytest_runtest_protocol as pytest_runtest_protocol
 
-__all__ = ["assert_audited", "assert_not_audited"]
+__all__ = ["assert_audited", "assert_not_audited", "masked"]
