@@ -55,6 +55,9 @@ class AuditEntry:
     changes: Mapping[str, Change]
     entity: str | None = None  # the mapped class, for a row of an inheritance hierarchy
     previous_object_id: Any = None  # the key before this change, if it changed the key
+    # The marker that stands for all of ``changes`` when the document had to be shrunk
+    # below 16 MiB that far (``{"omitted": "too many fields", ...}``); ``changes`` is empty.
+    changes_omitted: Mapping[str, Any] | None = None
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], model: TableModel | None) -> AuditEntry:
@@ -71,6 +74,7 @@ class AuditEntry:
             changes=MappingProxyType(_changes(document.get("changes") or {}, model)),
             entity=document.get("entity"),
             previous_object_id=_key(document.get("previous_object_id"), model),
+            changes_omitted=_omitted(document.get("changes")),
         )
 
     def describe(self) -> str:
@@ -114,11 +118,23 @@ def _key(stored: Any, model: TableModel | None) -> Any:
     return plain(stored)
 
 
+def _omitted(stored: Any) -> Mapping[str, Any] | None:
+    if isinstance(stored, Mapping) and isinstance(stored.get("omitted"), str):
+        return MappingProxyType(plain(dict(stored)))
+    return None
+
+
 def _changes(stored: Mapping[str, Any], model: TableModel | None) -> dict[str, Change]:
+    if _omitted(stored) is not None:
+        return {}
     changes: dict[str, Change] = {}
     for name, sides in stored.items():
         if not isinstance(sides, Mapping):
             continue  # not written by this library
+        if isinstance(sides.get("omitted"), str):  # the whole field shrunk to a marker
+            marker = plain(dict(sides))
+            changes[name] = Change([marker], [marker])
+            continue
         added, deleted = list(sides.get("added") or []), list(sides.get("deleted") or [])
         if model is not None and name in model.collections:
             changes[name] = Change(plain(added), plain(deleted), collection=True)

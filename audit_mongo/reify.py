@@ -121,8 +121,8 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 def _int(value: Any) -> Any:
-    if isinstance(value, str):  # beyond 64 bits
-        return int(value)
+    if isinstance(value, str):  # beyond 64 bits: decimal, or hex past 4,300 digits
+        return int(value, 16) if value.lstrip("-").startswith("0x") else int(value)
     return plain(value)
 
 

@@ -8,6 +8,7 @@ quickly; the real limit is shown on a many-to-many change of two million keys an
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import pickle
 from collections.abc import Iterator
@@ -20,12 +21,13 @@ import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, String, create_engine
+from sqlalchemy import Engine, Integer, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from audit_mongo import AuditLog, encoding
+from audit_mongo import AuditEntry, AuditLog, encoding
 from audit_mongo.encoding import MAX_DOCUMENT_BYTES, digest, repair
 from audit_mongo.normalise import column_value_to_bson, to_bson
+from audit_mongo.reify import reify
 from tests.hostile_values import PLAIN_VALUES, PROPERTIES, TEXT, ReprRaises
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
@@ -369,3 +371,42 @@ def test_a_17_mib_text_commits_and_its_document_keeps_length_digest_and_head(
     assert marker["sha256"] == hashlib.sha256(body.encode()).hexdigest() == digest(body)
     assert marker["head"] == body[:100]
     assert entry.changes["body"].new == marker  # the query API reads it back as stored
+
+
+def stored_document(changes: Any) -> dict[str, Any]:
+    return {
+        "_id": bson.ObjectId(),
+        "action": "update",
+        "table_name": "clients",
+        "object_id": 1,
+        "current_user_id": None,
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        "transaction_id": "t",
+        "changes": changes,
+    }
+
+
+def test_a_field_shrunk_to_a_marker_reads_as_that_marker_on_both_sides() -> None:
+    marker = {"omitted": "too many fields", "type": "object", "length": 2, "bson_bytes": 99}
+    entry = AuditEntry.from_document(
+        stored_document({"name": marker, "phone": {"added": ["1"], "deleted": ["2"]}}), None
+    )
+
+    assert entry.changes["name"].old == entry.changes["name"].new == marker
+    assert entry.changes["phone"].new == "1"
+    assert entry.changes_omitted is None
+
+
+def test_changes_shrunk_to_one_marker_are_said_to_be_omitted() -> None:
+    marker = {"omitted": "too many fields", "type": "object", "length": 700000}
+    entry = AuditEntry.from_document(stored_document(marker), None)
+
+    assert dict(entry.changes) == {}
+    assert entry.changes_omitted == marker
+
+
+@pytest.mark.parametrize("value", [2**70, -(2**70), 10**5000, -(10**5000) + 7])
+def test_an_integer_of_any_size_reads_back_as_itself(value: int) -> None:
+    """Beyond 64 bits an int is stored as text: decimal, or hexadecimal past Python's limit
+    on decimal conversion; the query API reads both back."""
+    assert reify(to_bson(value), Integer()) == value
