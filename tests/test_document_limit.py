@@ -405,7 +405,11 @@ def test_changes_shrunk_to_one_marker_are_said_to_be_omitted() -> None:
     assert entry.changes_omitted == marker
 
 
-@pytest.mark.parametrize("value", [2**70, -(2**70), 10**5000, -(10**5000) + 7])
+@pytest.mark.parametrize(
+    "value",
+    [2**70, -(2**70), 10**5000, -(10**5000) + 7],
+    ids=["2**70", "-2**70", "10**5000", "-10**5000+7"],
+)
 def test_an_integer_of_any_size_reads_back_as_itself(value: int) -> None:
     """Beyond 64 bits an int is stored as text: decimal, or hexadecimal past Python's limit
     on decimal conversion; the query API reads both back."""
