@@ -297,6 +297,15 @@ def test_a_whole_chain_deleted_since_an_earlier_run_is_found(
 # -- only committed documents are linked ---------------------------------------------------
 
 
+def delivered_and_verified(audit: AuditLog, collection: Any, count: int) -> None:
+    """Deliver what is pending, then read the log from ``collection`` (the log may write
+    through a fake) and check it as ``verified_after`` does."""
+    audit.deliver_pending()
+    assert audit.pending() == 0
+    audit.collection = collection
+    verified_after(audit, collection, count)
+
+
 def verified_after(audit: AuditLog, collection: Any, count: int) -> None:
     """The log verifies and holds ``count`` documents besides fillers (chain positions
     whose document Mongo holds under another link, or that strict mode dropped)."""
@@ -426,10 +435,7 @@ def test_a_write_cut_off_mid_batch_keeps_its_links_when_sent_again(
             mongo.down = False
             session.add(Client(name="c"))  # linked after a and b, in the same chain
             session.commit()
-        audit.deliver_pending()
-        assert audit.pending() == 0
-        audit.collection = collection
-        verified_after(audit, collection, 3)
+        delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
 
@@ -447,10 +453,7 @@ def test_pending_rows_cut_off_again_keep_their_links(engine: Engine, collection:
             mongo.down = False
             session.add(Client(name="c"))
             session.commit()
-        audit.deliver_pending()
-        assert audit.pending() == 0
-        audit.collection = collection
-        verified_after(audit, collection, 3)
+        delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
 
@@ -605,10 +608,7 @@ def test_a_core_statement_cut_off_with_an_outbox_leaves_no_gap(
         with engine.begin() as connection:
             connection.execute(insert(Client.__table__).values(name="a"))
         mongo.down = False
-        audit.deliver_pending()
-        assert audit.pending() == 0
-        audit.collection = collection
-        verified_after(audit, collection, 1)
+        delivered_and_verified(audit, collection, 1)
     finally:
         audit.close()
 
@@ -739,9 +739,6 @@ def test_two_threads_draining_pending_work_never_send_the_same_documents(
         second.start()
         second.join()
         first.join()
-        audit.deliver_pending()
-        assert audit.pending() == 0
-        audit.collection = collection
-        verified_after(audit, collection, 3)
+        delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
