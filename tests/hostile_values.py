@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from sqlalchemy import JSON
 
+from tests.test_normalise import Color, Perm, Size, Style
+
 # derandomize: the same examples on every run, in CI and locally; database=None: no
 # .hypothesis directory in the checkout. Values reach hundreds of kilobytes (too_slow,
 # data_too_large); no test asserts a time (deadline).
@@ -34,26 +36,8 @@ PROPERTIES = settings(
 )
 
 
-class Color(enum.Enum):
-    RED = "r"
-
-
-class Size(enum.IntEnum):
-    SMALL = 1
-
-
 class Shade(str, enum.Enum):
-    DARK = "dark.$"
-
-
-class Perm(enum.IntFlag):
-    READ = 1
-    WRITE = 2
-
-
-class Style(enum.Flag):
-    BOLD = 1
-    ITALIC = 2
+    DARK = "dark.$"  # a value needing both of the key escapes
 
 
 Odd = enum.Enum("Odd", {"lone\ud800surrogate": 1})

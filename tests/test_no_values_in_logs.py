@@ -377,10 +377,19 @@ def raising(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError(f"a defect, with {TEXT!r} at hand")
 
 
-def test_a_row_change_that_cannot_be_captured(
-    engine: Engine, collection: Any, monkeypatch: pytest.MonkeyPatch, logged: Any
+@pytest.mark.parametrize(
+    "defect",
+    ["_row_change", "note"],
+    ids=["a row change that cannot be captured", "a row that cannot be noted"],
+)
+def test_a_capture_defect(
+    engine: Engine,
+    collection: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    logged: Any,
+    defect: str,
 ) -> None:
-    monkeypatch.setattr(capture, "_row_change", raising)
+    monkeypatch.setattr(capture, defect, raising)
     audit = log_of(collection)
     try:
         commit_secrets(engine)
@@ -402,19 +411,6 @@ def test_a_statement_that_cannot_be_captured(
             monkeypatch.setattr(statements, step, raising)
             session.execute(update(Client).values(name=TEXT))
             session.commit()
-    finally:
-        audit.close()
-
-    assert_no_values_shown(logged.records, in_debug=True)
-
-
-def test_a_row_that_cannot_be_noted(
-    engine: Engine, collection: Any, monkeypatch: pytest.MonkeyPatch, logged: Any
-) -> None:
-    monkeypatch.setattr(capture, "note", raising)
-    audit = log_of(collection)
-    try:
-        commit_secrets(engine)
     finally:
         audit.close()
 

@@ -297,6 +297,16 @@ def test_a_whole_chain_deleted_since_an_earlier_run_is_found(
 # -- only committed documents are linked ---------------------------------------------------
 
 
+def refused_commit(session: Session, engine: Engine, name: str) -> None:
+    """Add a client in a transaction whose COMMIT the database refuses."""
+    listener = fail_commits(engine)
+    session.add(Client(name=name))
+    with pytest.raises(RuntimeError):
+        session.commit()
+    session.rollback()
+    event.remove(engine, "commit", listener)
+
+
 def delivered_and_verified(audit: AuditLog, collection: Any, count: int) -> None:
     """Deliver what is pending, then read the log from ``collection`` (the log may write
     through a fake) and check it as ``verified_after`` does."""
@@ -324,12 +334,7 @@ def test_a_failed_commit_leaves_no_gap_with_an_outbox(collection: Any, tmp_path:
         with Session(engine) as session:
             session.add(Client(name="kept"))
             session.commit()
-            listener = fail_commits(engine)
-            session.add(Client(name="never committed"))
-            with pytest.raises(RuntimeError):
-                session.commit()
-            session.rollback()
-            event.remove(engine, "commit", listener)
+            refused_commit(session, engine, "never committed")
             session.add(Client(name="kept too"))
             session.commit()
         verified_after(audit, collection, 2)
@@ -364,12 +369,7 @@ def test_a_strict_commit_that_fails_after_its_write_is_voided_without_a_gap(
     audit = new_audit(collection, strict=True, signing_keys=KEYS)
     try:
         with Session(engine) as session:
-            listener = fail_commits(engine)
-            session.add(Client(name="voided"))
-            with pytest.raises(RuntimeError):
-                session.commit()
-            session.rollback()
-            event.remove(engine, "commit", listener)
+            refused_commit(session, engine, "voided")
             session.add(Client(name="b"))
             session.commit()
         verified_after(audit, collection, 3)  # the document, its void, the next one
