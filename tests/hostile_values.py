@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from sqlalchemy import JSON
 
-from tests.test_normalise import Color, Perm, Size, Style
+from tests.models import Color
+from tests.test_normalise import Perm, Size, Style
 
 # derandomize: the same examples on every run, in CI and locally; database=None: no
 # .hypothesis directory in the checkout. Values reach hundreds of kilobytes (too_slow,
