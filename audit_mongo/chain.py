@@ -10,6 +10,7 @@ and keeps that link on every redelivery::
       "seq": 41,              # its position, from 0, without gaps
       "prev": "9ab1...",      # the previous document's hash (absent at position 0)
       "prev_id": ObjectId(),  # and its _id
+      "prev_at": ISODate(),   # and its created_at (what verify(since=...) goes by)
       "key": "2026-12",       # the signing key's name (absent: hashed, not signed)
       "hash": "77e0..."       # HMAC-SHA256 (or SHA-256) of the document's BSON without "hash"
     }
@@ -27,6 +28,7 @@ import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,7 @@ class Chain:
     seq: int = 0
     prev_hash: str | None = None
     prev_id: Any = None
+    prev_at: Any = None  # the previous document's created_at
 
     @classmethod
     def start(cls) -> Chain:
@@ -64,6 +67,7 @@ class Chain:
         self.seq = body["seq"]
         self.prev_hash = body.get("prev")
         self.prev_id = body.get("prev_id")
+        self.prev_at = body.get("prev_at")
 
 
 class Chains:
@@ -90,24 +94,35 @@ class Chains:
         return fresh
 
     def settle(
-        self, documents: Sequence[Document], failed: set[int], duplicates: set[int]
+        self,
+        documents: Sequence[Document],
+        failed: set[int],
+        elsewhere: set[int],
+        ambiguous: AbstractSet[int] = frozenset(),
     ) -> list[Document]:
-        """After a write: ``failed`` are positions Mongo certainly did not store,
-        ``duplicates`` those it held under an earlier link. Positions last in this thread's
-        chain are given back (a failed document is linked anew when sent again); returns
-        fillers for the duplicates' other positions. Failed documents keep their other links:
+        """After a write, positions in ``documents``: ``failed``, Mongo certainly did not
+        store; ``elsewhere``, it held under an earlier link; ``ambiguous``, it held after an
+        attempt of this write was cut off (under this link, or an earlier one). Positions
+        last in this thread's chain are given back (a failed document is linked anew when
+        sent again), but never an ambiguous one; returns fillers for the positions of the
+        documents held elsewhere or ambiguously. Failed documents keep their other links:
         they fill their positions when delivered."""
-        missed = [documents[p] for p in sorted(failed | duplicates)]
+        missed = [documents[p] for p in sorted(failed | elsewhere)]
         kept = self._give_back(missed, unlink=[documents[p] for p in failed])
-        stored_elsewhere = {id(documents[p]) for p in duplicates}
-        return [filler(d[CHAIN_FIELD], self.keys) for d in kept if id(d) in stored_elsewhere]
+        held = {id(documents[p]) for p in elsewhere}
+        fill = [d for d in kept if id(d) in held] + [documents[p] for p in sorted(ambiguous)]
+        return [filler(d, self.keys) for d in fill]
 
-    def release(self, documents: Sequence[Document], maybe_stored: bool) -> list[Document]:
-        """``documents`` are dropped (their transaction never committed): fillers for their
-        positions, unless they are surely not in Mongo and last in the chain (given back)."""
+    def release(
+        self, documents: Sequence[Document], *, maybe_stored: bool, dropped: bool
+    ) -> list[Document]:
+        """``documents`` will never be sent again under their links: fillers for their
+        positions, unless they are surely not in Mongo and last in the chain (given back).
+        ``dropped``: their transaction never committed (strict mode), so they need not be
+        found anywhere; otherwise they are delivered later under another link."""
         linked = [d for d in documents if isinstance(d.get(CHAIN_FIELD), Mapping)]
         kept = linked if maybe_stored else self._give_back(linked, unlink=linked)
-        return [filler(d[CHAIN_FIELD], self.keys) for d in kept]
+        return [filler(d, self.keys, dropped=dropped) for d in kept]
 
     def _give_back(self, documents: list[Document], unlink: list[Document]) -> list[Document]:
         """Rewind the chain over those of ``documents`` that are its last links, newest
@@ -130,6 +145,8 @@ def seal(document: Document, chain: Chain, keys: SigningKeys) -> bool:
     if chain.prev_hash is not None:
         body["prev"] = chain.prev_hash
         body["prev_id"] = chain.prev_id
+        if chain.prev_at is not None:
+            body["prev_at"] = chain.prev_at
     if keys.signing_id is not None:
         body["key"] = keys.signing_id
     document[CHAIN_FIELD] = body
@@ -138,6 +155,7 @@ def seal(document: Document, chain: Chain, keys: SigningKeys) -> bool:
     chain.seq += 1
     chain.prev_hash = body["hash"]
     chain.prev_id = document["_id"]
+    chain.prev_at = document.get("created_at")
     return repaired
 
 
@@ -157,15 +175,25 @@ def _encoded(document: Document) -> tuple[bytes, bool]:
     return bson.encode(document), True
 
 
-def filler(body: Mapping[str, Any], keys: SigningKeys) -> Document:
-    """A signed document standing, at its position, for the one ``body`` linked."""
+def filler(document: Document, keys: SigningKeys, *, dropped: bool = False) -> Document:
+    """A signed document standing, at its position, for ``document``: found elsewhere in
+    the log (under another link, or at the same position), or ``dropped`` with a
+    transaction that never committed. It has the document's ``created_at``, so that a
+    retention and ``verify(since=...)`` treat the two alike."""
+    body = document[CHAIN_FIELD]
     link: dict[str, Any] = {k: v for k, v in body.items() if k not in ("hash", "key")}
     link["stands_for"] = body["hash"]
+    link["stands_for_id"] = document["_id"]
+    if dropped:
+        link["dropped"] = True
     if keys.signing_id is not None:
         link["key"] = keys.signing_id
-    document: Document = {"_id": new_object_id(), "action": FILLER_ACTION, CHAIN_FIELD: link}
-    link["hash"] = keys.digest(keys.signing_id, signed_bytes(document))
-    return document
+    stand_in: Document = {"_id": new_object_id(), "action": FILLER_ACTION}
+    if "created_at" in document:
+        stand_in["created_at"] = document["created_at"]
+    stand_in[CHAIN_FIELD] = link
+    link["hash"] = keys.digest(keys.signing_id, signed_bytes(stand_in))
+    return stand_in
 
 
 def signed_bytes(document: Mapping[str, Any]) -> bytes:

@@ -197,7 +197,9 @@ class CommitDelivery:
             sealed.written.extend(Written.of(d) for i, d in enumerate(documents) if i not in failed)
             if outcome.failed:
                 dropped = [documents[i] for i in sorted(outcome.failed)]
-                sealed.fillers = self.writer.release(dropped, maybe_stored=not outcome.certain)
+                sealed.fillers = self.writer.release(
+                    dropped, maybe_stored=not outcome.certain, dropped=True
+                )
                 raise AuditWriteError(
                     f"{len(outcome.failed)} audit documents could not be written to Mongo "
                     "(see the audit_mongo log); the transaction was not committed"
@@ -291,7 +293,8 @@ class CommitDelivery:
             elif not (safe and self._keep_links(parcel)):
                 # The outbox row keeps them unlinked: linked anew when sent again, so their
                 # positions here are filled (they may be in Mongo already under them).
-                self._keep(Parcel(self.writer.release(refused, maybe_stored=True)), safe)
+                fillers = self.writer.release(refused, maybe_stored=True, dropped=False)
+                self._keep(Parcel(fillers), safe)
             start = end
         if failed:
             self._note_failure()

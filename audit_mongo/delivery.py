@@ -123,17 +123,21 @@ class MongoWriter:
         if positions:
             _log_failure(len(positions), len(documents), outcome.error)
         failed = set(positions) & fresh if certain else set()
-        fillers = self.chains.settle(documents, failed, elsewhere & fresh)
+        ambiguous = (duplicates - elsewhere) & fresh
+        fillers = self.chains.settle(documents, failed, elsewhere & fresh, ambiguous)
         if fillers:  # Mongo just answered: a failure here is logged, and leaves a gap
             self.send(fillers)
         error = outcome.error if positions else None
         return Outcome(set(positions), error, duplicates, maybe_stored=not certain)
 
-    def release(self, documents: Sequence[Document], maybe_stored: bool) -> list[Document]:
+    def release(
+        self, documents: Sequence[Document], *, maybe_stored: bool, dropped: bool
+    ) -> list[Document]:
         """``documents`` were sent and will never be sent again under their links (strict
-        mode: their transaction did not commit): their chain positions are given back, or
-        the fillers returned must be delivered like any document."""
-        return self.chains.release(documents, maybe_stored)
+        mode dropped them with their transaction, or an outbox row keeps them unlinked):
+        their chain positions are given back, or the fillers returned must be delivered
+        like any document."""
+        return self.chains.release(documents, maybe_stored=maybe_stored, dropped=dropped)
 
     def _attempt(self, documents: Sequence[Document], deadline: float) -> Outcome:
         try:

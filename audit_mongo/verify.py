@@ -84,6 +84,7 @@ class _Walk:
     document_id: Any = None
     filler: bool = False  # the position is held by a filler (see chain)
     created_at: dt.datetime | None = None
+    since: dt.datetime | None = None
 
 
 def verify(
@@ -99,6 +100,7 @@ def verify(
     result = Verification(keys.signed)
     earlier = _current_heads(heads, since)
     walk: _Walk | None = None
+    stand_ins: dict[Any, Problem] = {}  # filler's document id → the problem if it is absent
     for document in _documents(collection, since):
         result.documents += 1
         body = document.get(CHAIN_FIELD)
@@ -110,8 +112,13 @@ def verify(
             _finish(walk, earlier, result)
             walk = _start(body, since, result)
         _step(walk, document, body, result)
+        if "stands_for" in body and not body.get("dropped"):
+            stand_ins[body.get("stands_for_id")] = _problem(
+                "missing", document, body, "the document its filler stands for is absent"
+            )
     _finish(walk, earlier, result)
     _check_absent_chains(earlier, result)
+    result.extend(_absent(collection, stand_ins))
     if not keys.signed:
         logger.warning("audit_mongo: verify: %s", UNSIGNED_NOTE)
     return result
@@ -128,12 +135,32 @@ def _current_heads(heads: Mapping[str, Head] | None, since: dt.datetime | None) 
 
 def _start(body: Mapping[str, Any], since: dt.datetime | None, result: Verification) -> _Walk:
     result.chains += 1
-    walk = _Walk(body["id"])
-    if since is not None:
-        walk.seq = body["seq"] - 1  # older positions are out of range
-    elif body["seq"] != 0:
-        result.append(_missing(walk.id, 0, body["seq"] - 1))
+    walk = _Walk(body["id"], since=since)
+    if since is None:
+        if body["seq"] != 0:
+            result.append(_missing(walk.id, 0, body["seq"] - 1))
+        return walk
+    walk.seq = body["seq"] - 1  # older positions are out of range ...
+    if body["seq"] > 0 and not _before(body.get("prev_at"), since):
+        result.append(_missing(walk.id, body["seq"] - 1, body["seq"] - 1))  # ... unless new
     return walk
+
+
+def _before(moment: Any, since: dt.datetime) -> bool:
+    """Whether a predecessor created at ``moment`` (its ``prev_at``) is out of range."""
+    if not isinstance(moment, dt.datetime):
+        return True  # nothing to tell by
+    return _aware(moment) < _aware(since)
+
+
+def _absent(collection: Any, stand_ins: Mapping[Any, Problem]) -> list[Problem]:
+    """The problems of the fillers whose document the log does not hold (anywhere)."""
+    ids = list(stand_ins)
+    found: set[Any] = set()
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        found.update(d["_id"] for d in collection.find({"_id": {"$in": chunk}}, {"_id": 1}))
+    return [problem for document_id, problem in stand_ins.items() if document_id not in found]
 
 
 def _documents(collection: Any, since: dt.datetime | None) -> Iterator[dict[str, Any]]:
@@ -203,7 +230,9 @@ def _step(
             result.append(_problem("duplicate", document, body, "another document holds it"))
         return
     if seq > walk.seq + 1 and walk.seq >= 0:
-        result.append(_missing(walk.id, walk.seq + 1, seq - 1))
+        if walk.since is None or not _before(body.get("prev_at"), walk.since):
+            result.append(_missing(walk.id, walk.seq + 1, seq - 1))
+        # else: those positions hold documents older than ``since`` (late deliveries)
     elif seq == walk.seq + 1 and walk.hash is not None and body.get("prev") != walk.hash:
         result.append(_problem("broken link", document, body, "does not follow its predecessor"))
     elif seq == 0 and ("prev" in body or "prev_id" in body):

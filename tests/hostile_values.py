@@ -45,6 +45,9 @@ Odd = enum.Enum("Odd", {"lone\ud800surrogate": 1})
 
 
 class SubMinuteOffset(dt.tzinfo):
+    def __repr__(self) -> str:  # no address: equal values must read the same
+        return "SubMinuteOffset()"
+
     def utcoffset(self, moment: Any) -> dt.timedelta:
         return dt.timedelta(hours=-3, seconds=7, microseconds=11)
 
@@ -56,11 +59,17 @@ class SubMinuteOffset(dt.tzinfo):
 
 
 class RaisingOffset(dt.tzinfo):
+    def __repr__(self) -> str:  # no address: equal values must read the same
+        return "RaisingOffset()"
+
     def utcoffset(self, moment: Any) -> dt.timedelta:
         raise RuntimeError("no offset today")
 
 
 class NoOffset(dt.tzinfo):
+    def __repr__(self) -> str:  # no address: equal values must read the same
+        return "NoOffset()"
+
     def utcoffset(self, moment: Any) -> None:
         return None
 

@@ -526,7 +526,8 @@ def test_with_a_retention_verify_leaves_out_what_mongodb_has_expired(
 ) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     day = dt.timedelta(days=1)
-    controlled_clock(monkeypatch, start=now - 2 * day, step=day)
+    # Each commit asks the clock twice: commits two days ago, yesterday and now.
+    controlled_clock(monkeypatch, start=now - 2 * day, step=day / 2)
     audit = new_audit(collection, signing_keys=KEYS, retention=dt.timedelta(hours=36))
     try:
         for name in ("two days ago", "yesterday", "today"):
@@ -641,6 +642,9 @@ def test_outbox_rows_delivered_twice_among_new_ones_leave_no_gap(
         third.deliver_pending()
         assert third.pending() == 0
         verified_after(third, collection, 3)
+        oldest = min(d["created_at"] for d in stored(collection))
+        assert collection.count_documents({"action": "link", "created_at": oldest}) == 2
+        assert third.verify(since=oldest) == []  # fillers are in range with their documents
     finally:
         third.close()
 
@@ -742,3 +746,113 @@ def test_two_threads_draining_pending_work_never_send_the_same_documents(
         delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
+
+
+def test_with_a_retention_deleting_a_chains_first_recent_documents_is_found(
+    collection: Any, session: Session
+) -> None:
+    """verify(since=...) starts each chain at its first position in range, but a link
+    whose predecessor was created within range says that predecessor must be there."""
+    audit = new_audit(collection, signing_keys=KEYS, retention=dt.timedelta(days=30))
+    try:
+        for name in ("a", "b", "c"):
+            session.add(Client(name=name))
+            session.commit()
+        collection.delete_one({"chain.seq": 0})  # seconds old, far from its expiry
+
+        assert kinds(audit.verify()) == ["missing"]
+    finally:
+        audit.close()
+
+
+def test_a_document_delivered_late_is_no_gap_for_a_since_between(
+    engine: Engine, collection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document kept through an outage is linked after a newer one: its created_at is
+    older than its predecessor's. A since between the two leaves it out of range, not
+    missing."""
+    now = dt.datetime.now(dt.timezone.utc)
+    controlled_clock(monkeypatch, start=now - dt.timedelta(hours=10), step=dt.timedelta(hours=1))
+    mongo = Switchable(collection)
+    audit = new_audit(mongo, timeout=0.2, signing_keys=KEYS)
+    try:
+        with Session(engine) as session:
+            for name, reachable in (("first", True), ("outage", False), ("back", True)):
+                mongo.target = (
+                    collection
+                    if reachable
+                    else FailingCollection(ServerSelectionTimeoutError("no server"))
+                )
+                session.add(Client(name=name))
+                session.commit()  # "back" takes the kept "outage" document along
+        order = [d["changes"]["name"]["added"][0] for d in in_chain_order(collection)]
+        assert order == ["first", "back", "outage"]
+        outage = collection.find_one({"changes.name.added": "outage"})["created_at"]
+        audit.collection = collection
+
+        assert audit.verify(since=outage + dt.timedelta(milliseconds=1)) == []
+        assert audit.verify() == []
+    finally:
+        audit.close()
+
+
+def test_deleting_the_document_a_filler_stands_for_is_found(
+    engine: Engine, collection: Any
+) -> None:
+    """A write cut off after Mongo stored the document, outside a session: a filler takes
+    its position, since the outbox row will be delivered again under another link. The
+    filler names the document, which must then be found somewhere in the log."""
+    mongo = CutOff(collection, 1)  # stored, then the connection drops
+    audit = new_audit(mongo, outbox=engine, core_statements=True, timeout=0.2, signing_keys=KEYS)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(Client.__table__).values(name="a"))
+        mongo.down = False
+        delivered_and_verified(audit, collection, 1)
+        collection.delete_one({"action": "create"})  # the committed change's only copy
+
+        assert "missing" in kinds(audit.verify())
+    finally:
+        audit.close()
+
+
+class CutOffOnce:
+    """The first insert is cut off before Mongo stores anything; the rest reach ``target``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.calls = 0
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise AutoReconnect("connection dropped")
+        return self.target.insert_many(documents, ordered=ordered)
+
+
+def test_duplicates_found_after_a_cut_off_attempt_leave_no_gap(
+    collection: Any, tmp_path: Any
+) -> None:
+    """Rows delivered by a process killed before deleting them are sent again by one whose
+    first attempt is cut off: the retry's duplicates may be that attempt's or the earlier
+    process's, so fillers vouch for their positions either way."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engines = [create_engine(url) for _ in range(2)]
+    Base.metadata.create_all(engines[0])
+    first = new_audit(collection, outbox=engines[0], engines=[engines[0]], signing_keys=KEYS)
+    with Session(engines[0]) as session:
+        session.add_all([Client(name="a1"), Client(name="a2")])
+        session.commit()
+    first._delivery._to_forget.clear()  # killed before deleting its delivered row
+    first.close()
+    second = new_audit(
+        CutOffOnce(collection), outbox=engines[1], engines=[engines[1]], signing_keys=KEYS
+    )
+    try:
+        second.deliver_pending()
+        with Session(engines[1]) as session:
+            session.add(Client(name="later"))  # linked after the duplicates' positions
+            session.commit()
+        delivered_and_verified(second, collection, 3)
+    finally:
+        second.close()
