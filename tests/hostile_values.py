@@ -177,13 +177,13 @@ def nested(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         st.lists(children, max_size=4),
         st.lists(children, max_size=4).map(tuple),
         st.dictionaries(KEYS, children, max_size=4),
-        st.frozensets(HASHABLE, max_size=4),
-        st.sets(HASHABLE, max_size=4),
     )
 
 
-PLAIN_VALUES = st.recursive(PLAIN_SCALARS, nested, max_leaves=12)
-VALUES = st.recursive(SCALARS, nested, max_leaves=12)
+# Sets hold hashable leaves only, so they are leaves here, not a way to nest.
+SETS = st.frozensets(HASHABLE, max_size=4) | st.sets(HASHABLE, max_size=4)
+PLAIN_VALUES = st.recursive(PLAIN_SCALARS | SETS, nested, max_leaves=12)
+VALUES = st.recursive(SCALARS | SETS, nested, max_leaves=12)
 
 
 def deep(levels: int, kind: str) -> Any:

@@ -19,7 +19,7 @@ import bson
 import mongomock
 import pytest
 from bson import Decimal128
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import (
     JSON,
@@ -51,6 +51,7 @@ from tests.hostile_values import (
     PLAIN_SCALARS,
     PLAIN_VALUES,
     PROPERTIES,
+    SETS,
     TEXT,
     TIMES,
     Integral,
@@ -101,7 +102,11 @@ def test_the_same_value_is_always_stored_the_same_way(value: Any) -> None:
 @PROPERTIES
 @given(PLAIN_VALUES)
 def test_equal_values_are_stored_the_same_way(value: Any) -> None:
-    assert encoded(copy.deepcopy(value)) == encoded(value)
+    """Except in the fallback, which keeps Python's ``repr``: a set inside it reads in the
+    set's iteration order, which a copy need not share."""
+    form = stored(value)
+    assume(not (isinstance(form, dict) and "unrepresentable" in form))
+    assert encoded(copy.deepcopy(value)) == bson.encode({"v": form})
 
 
 class ReorderedSet(set[Any]):
@@ -359,7 +364,7 @@ JSON_VALUES = st.recursive(
     max_leaves=15,
 )
 PICKLABLE = st.recursive(
-    st.one_of(PLAIN_SCALARS, st.builds(Integral, INTS), st.builds(ReprRaises)),
+    st.one_of(PLAIN_SCALARS, SETS, st.builds(Integral, INTS), st.builds(ReprRaises)),
     nested,
     max_leaves=12,
 )
