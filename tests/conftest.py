@@ -81,13 +81,18 @@ def collection() -> Iterator[Any]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
     """The application database: a SQLite file, and PostgreSQL when configured."""
-    if request.param == "sqlite":
+    yield from engine_of(request.param, tmp_path, Base.metadata)
+
+
+def engine_of(kind: str, tmp_path: Any, metadata: MetaData) -> Iterator[Engine]:
+    """A SQLite file, or a PostgreSQL schema of its own, with ``metadata``'s tables."""
+    if kind == "sqlite":
         eng = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-        Base.metadata.create_all(eng)
+        metadata.create_all(eng)
         yield eng
         eng.dispose()
     else:
-        yield from postgresql_engine()
+        yield from postgresql_engine(metadata)
 
 
 def postgresql_engine(metadata: MetaData = Base.metadata, options: str = "") -> Iterator[Engine]:

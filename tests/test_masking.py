@@ -25,7 +25,6 @@ from sqlalchemy import (
     ForeignKey,
     String,
     Table,
-    create_engine,
     delete,
     insert,
     select,
@@ -36,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from audit_mongo import AuditLog, frame, masking
 from audit_mongo.masking import Masker, masked_digest
 from audit_mongo.testing import assert_audited, masked
-from tests.conftest import postgresql_engine, stored
+from tests.conftest import engine_of, stored
 from tests.fakes import FailingCollection
 
 KEY = b"an application secret"
@@ -103,13 +102,8 @@ def digest(table: str, attribute: str, value: Any, key: bytes = KEY) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-        Base.metadata.create_all(eng)
-        yield eng
-        eng.dispose()
-    else:
-        yield from postgresql_engine(Base.metadata)
+    """The conftest's engine, with this module's tables."""
+    yield from engine_of(request.param, tmp_path, Base.metadata)
 
 
 OpenLog = Callable[..., AuditLog]

@@ -614,14 +614,11 @@ def test_a_core_statement_cut_off_with_an_outbox_leaves_no_gap(
         audit.close()
 
 
-def test_outbox_rows_delivered_twice_among_new_ones_leave_no_gap(
-    collection: Any, tmp_path: Any
-) -> None:
-    """A process delivered its rows and died before deleting them; another committed while
-    Mongo was down. The next delivery claims both together: the first rows come back as
-    duplicates ahead of new ones, and their positions are filled."""
+def delivered_by_a_killed_process(collection: Any, tmp_path: Any, processes: int) -> list[Engine]:
+    """Engines of ``processes`` processes on one database; the first delivered two rows'
+    documents and was killed before deleting its outbox row."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    engines = [create_engine(url) for _ in range(3)]
+    engines = [create_engine(url) for _ in range(processes)]
     Base.metadata.create_all(engines[0])
     first = new_audit(collection, outbox=engines[0], engines=[engines[0]], signing_keys=KEYS)
     with Session(engines[0]) as session:
@@ -629,6 +626,16 @@ def test_outbox_rows_delivered_twice_among_new_ones_leave_no_gap(
         session.commit()
     first._delivery._to_forget.clear()  # killed before deleting its delivered row
     first.close()
+    return engines
+
+
+def test_outbox_rows_delivered_twice_among_new_ones_leave_no_gap(
+    collection: Any, tmp_path: Any
+) -> None:
+    """A process delivered its rows and died before deleting them; another committed while
+    Mongo was down. The next delivery claims both together: the first rows come back as
+    duplicates ahead of new ones, and their positions are filled."""
+    engines = delivered_by_a_killed_process(collection, tmp_path, processes=3)
     down = FailingCollection(ServerSelectionTimeoutError("no server"))
     second = new_audit(
         down, outbox=engines[1], engines=[engines[1]], signing_keys=KEYS, timeout=0.2
@@ -836,15 +843,7 @@ def test_duplicates_found_after_a_cut_off_attempt_leave_no_gap(
     """Rows delivered by a process killed before deleting them are sent again by one whose
     first attempt is cut off: the retry's duplicates may be that attempt's or the earlier
     process's, so fillers vouch for their positions either way."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    engines = [create_engine(url) for _ in range(2)]
-    Base.metadata.create_all(engines[0])
-    first = new_audit(collection, outbox=engines[0], engines=[engines[0]], signing_keys=KEYS)
-    with Session(engines[0]) as session:
-        session.add_all([Client(name="a1"), Client(name="a2")])
-        session.commit()
-    first._delivery._to_forget.clear()  # killed before deleting its delivered row
-    first.close()
+    engines = delivered_by_a_killed_process(collection, tmp_path, processes=2)
     second = new_audit(
         CutOffOnce(collection), outbox=engines[1], engines=[engines[1]], signing_keys=KEYS
     )
