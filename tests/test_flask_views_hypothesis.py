@@ -367,12 +367,15 @@ def test_the_list_refuses_a_query_exactly_when_a_parameter_is_bad(
 
 @FUZZ
 @given(table=st.one_of(st.sampled_from(KNOWN_TABLES), hostile_text), key=hostile_text)
-def test_any_row_gives_its_timeline_a_404_or_a_400_page(
+def test_any_row_path_gives_a_timeline_a_redirect_a_400_or_a_404(
     web: FlaskClient, table: str, key: str
 ) -> None:
     path = f"/audit/{quote(table, safe='')}/{quote(key, safe='')}"
 
-    get(web, path)
+    status, _ = get(web, path)
+
+    # A redirect: Werkzeug's routing merges empty path segments ("/audit//").
+    assert status in (200, 400, 404) or 300 <= status < 400, (path, status)
 
 
 def _plain_segment(text: str) -> bool:

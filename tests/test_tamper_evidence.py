@@ -307,16 +307,16 @@ def refused_commit(session: Session, engine: Engine, name: str) -> None:
     event.remove(engine, "commit", listener)
 
 
-def delivered_and_verified(audit: AuditLog, collection: Any, count: int) -> None:
+def assert_delivered_and_verified(audit: AuditLog, collection: Any, count: int) -> None:
     """Deliver what is pending, then read the log from ``collection`` (the log may write
-    through a fake) and check it as ``verified_after`` does."""
+    through a fake) and check it as ``assert_verified_after`` does."""
     audit.deliver_pending()
     assert audit.pending() == 0
     audit.collection = collection
-    verified_after(audit, collection, count)
+    assert_verified_after(audit, collection, count)
 
 
-def verified_after(audit: AuditLog, collection: Any, count: int) -> None:
+def assert_verified_after(audit: AuditLog, collection: Any, count: int) -> None:
     """The log verifies and holds ``count`` documents besides fillers (chain positions
     whose document Mongo holds under another link, or that strict mode dropped)."""
     result = audit.verify()
@@ -337,7 +337,7 @@ def test_a_failed_commit_leaves_no_gap_with_an_outbox(collection: Any, tmp_path:
             refused_commit(session, engine, "never committed")
             session.add(Client(name="kept too"))
             session.commit()
-        verified_after(audit, collection, 2)
+        assert_verified_after(audit, collection, 2)
     finally:
         audit.close()
 
@@ -358,7 +358,7 @@ def test_a_refused_strict_commit_leaves_no_gap(engine: Engine, collection: Any) 
             session.add(Client(name="b"))
             session.commit()
         audit.collection = collection
-        verified_after(audit, collection, 2)
+        assert_verified_after(audit, collection, 2)
     finally:
         audit.close()
 
@@ -372,7 +372,7 @@ def test_a_strict_commit_that_fails_after_its_write_is_voided_without_a_gap(
             refused_commit(session, engine, "voided")
             session.add(Client(name="b"))
             session.commit()
-        verified_after(audit, collection, 3)  # the document, its void, the next one
+        assert_verified_after(audit, collection, 3)  # the document, its void, the next one
     finally:
         audit.close()
 
@@ -392,7 +392,7 @@ def test_documents_kept_during_an_outage_are_delivered_without_a_gap(
             audit.deliver_pending()
             assert audit.pending() == 0
         audit.collection = collection
-        verified_after(audit, collection, 2)
+        assert_verified_after(audit, collection, 2)
     finally:
         audit.close()
 
@@ -435,7 +435,7 @@ def test_a_write_cut_off_mid_batch_keeps_its_links_when_sent_again(
             mongo.down = False
             session.add(Client(name="c"))  # linked after a and b, in the same chain
             session.commit()
-        delivered_and_verified(audit, collection, 3)
+        assert_delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
 
@@ -453,7 +453,7 @@ def test_pending_rows_cut_off_again_keep_their_links(engine: Engine, collection:
             mongo.down = False
             session.add(Client(name="c"))
             session.commit()
-        delivered_and_verified(audit, collection, 3)
+        assert_delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
 
@@ -558,7 +558,7 @@ def test_a_strict_commit_cut_off_before_mongo_stored_anything_leaves_no_gap(
             session.add(Client(name="b"))
             session.commit()
         audit.collection = collection
-        verified_after(audit, collection, 2)  # the void and b
+        assert_verified_after(audit, collection, 2)  # the void and b
     finally:
         audit.close()
 
@@ -593,7 +593,7 @@ def test_a_strict_commit_refused_mid_batch_leaves_no_gap(engine: Engine, collect
                 session.commit()  # not committed: b was stored, and is voided
             session.rollback()
         audit.collection = collection
-        verified_after(audit, collection, 2)  # b and its void
+        assert_verified_after(audit, collection, 2)  # b and its void
     finally:
         audit.close()
 
@@ -609,7 +609,7 @@ def test_a_core_statement_cut_off_with_an_outbox_leaves_no_gap(
         with engine.begin() as connection:
             connection.execute(insert(Client.__table__).values(name="a"))
         mongo.down = False
-        delivered_and_verified(audit, collection, 1)
+        assert_delivered_and_verified(audit, collection, 1)
     finally:
         audit.close()
 
@@ -648,7 +648,7 @@ def test_outbox_rows_delivered_twice_among_new_ones_leave_no_gap(
     try:
         third.deliver_pending()
         assert third.pending() == 0
-        verified_after(third, collection, 3)
+        assert_verified_after(third, collection, 3)
         oldest = min(d["created_at"] for d in stored(collection))
         assert collection.count_documents({"action": "link", "created_at": oldest}) == 2
         assert third.verify(since=oldest) == []  # fillers are in range with their documents
@@ -750,7 +750,7 @@ def test_two_threads_draining_pending_work_never_send_the_same_documents(
         second.start()
         second.join()
         first.join()
-        delivered_and_verified(audit, collection, 3)
+        assert_delivered_and_verified(audit, collection, 3)
     finally:
         audit.close()
 
@@ -815,7 +815,7 @@ def test_deleting_the_document_a_filler_stands_for_is_found(
         with engine.begin() as connection:
             connection.execute(insert(Client.__table__).values(name="a"))
         mongo.down = False
-        delivered_and_verified(audit, collection, 1)
+        assert_delivered_and_verified(audit, collection, 1)
         collection.delete_one({"action": "create"})  # the committed change's only copy
 
         assert "missing" in kinds(audit.verify())
@@ -852,6 +852,6 @@ def test_duplicates_found_after_a_cut_off_attempt_leave_no_gap(
         with Session(engines[1]) as session:
             session.add(Client(name="later"))  # linked after the duplicates' positions
             session.commit()
-        delivered_and_verified(second, collection, 3)
+        assert_delivered_and_verified(second, collection, 3)
     finally:
         second.close()
