@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chain import CHAIN_FIELD, erasure_bytes
+from .document import commit_time
 from .signing import SigningKeys
 
 logger = logging.getLogger("audit_mongo")
@@ -59,7 +60,7 @@ def erase(
     from .verify import content_verifies  # verify builds on erasure_bytes
 
     result = Erasure()
-    at = _now()
+    at = commit_time()
     for document in collection.find(query):
         if CHAIN_FIELD in document and not content_verifies(document, keys):
             result.refused.append(document["_id"])
@@ -151,8 +152,3 @@ def _replace(collection: Any, document: dict[str, Any], erased: dict[str, Any]) 
     if isinstance(body, Mapping) and "hash" in body:
         match[f"{CHAIN_FIELD}.hash"] = body["hash"]
     return int(collection.replace_one(match, erased).modified_count)
-
-
-def _now() -> dt.datetime:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
-KEYS_VARIABLE = "AUDIT_MONGO_SIGNING_KEYS"
+KEYS_VARIABLE = "AUDIT_MONGO_SIGNING_KEYS"  # a JSON object of key name to secret
+KEY_ID_VARIABLE = "AUDIT_MONGO_SIGNING_KEY_ID"  # which of them signs
 MIN_SECRET_BYTES = 16
 
 
@@ -43,17 +43,6 @@ class SigningKeys:
         if signing_id is not None and signing_id not in self._secrets:
             raise ValueError("signing_key_id names none of the signing keys")
         self.signing_id = signing_id
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> SigningKeys:
-        """Keys from ``AUDIT_MONGO_SIGNING_KEYS``: a JSON object of key name → secret, the
-        signing one named by ``AUDIT_MONGO_SIGNING_KEY_ID`` when there are several."""
-        environ = os.environ if environ is None else environ
-        text = environ.get(KEYS_VARIABLE, "").strip()
-        if not text:
-            return cls()
-        keys = parse_keys(text, KEYS_VARIABLE)
-        return cls(keys, environ.get("AUDIT_MONGO_SIGNING_KEY_ID"), signs=False)
 
     @property
     def signed(self) -> bool:

@@ -22,21 +22,16 @@ import pytest
 from bson import ObjectId
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit_mongo.flask.page_params import MOST_PER_PAGE
 from audit_mongo.inputs import ACTIONS
 from audit_mongo.query import encode_cursor
+from tests.hostile_values import PROPERTIES
 from tests.test_flask_views import XSS, admin_only, close, make_app
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = settings(PROPERTIES, max_examples=200)
 
 KNOWN_TABLES = ("clients", "users")  # the application's tracked tables
 SINGLE = ("table", "user", "since", "until", "limit", "after")  # given at most once

@@ -30,6 +30,12 @@ KEY = b"k" * 32
 KEYS = {"2026-12": KEY}
 
 
+def behind_an_outage() -> tuple[Switchable, AuditLog]:
+    """A signed log whose Mongo is unreachable until the test sets ``mongo.target``."""
+    mongo = Switchable(FailingCollection(ServerSelectionTimeoutError("no server")))
+    return mongo, new_audit(mongo, timeout=0.2, signing_keys=KEYS)
+
+
 def new_audit(collection: Any, **options: Any) -> AuditLog:
     audit = AuditLog(collection, **options)
     audit.track(Client)
@@ -380,8 +386,7 @@ def test_a_strict_commit_that_fails_after_its_write_is_voided_without_a_gap(
 def test_documents_kept_during_an_outage_are_delivered_without_a_gap(
     engine: Engine, collection: Any
 ) -> None:
-    mongo = Switchable(FailingCollection(ServerSelectionTimeoutError("no server")))
-    audit = new_audit(mongo, timeout=0.2, signing_keys=KEYS)
+    mongo, audit = behind_an_outage()
     try:
         with Session(engine) as session:
             session.add(Client(name="during the outage"))
@@ -725,8 +730,7 @@ class HeldFirstInsert:
 def test_two_threads_draining_pending_work_never_send_the_same_documents(
     engine: Engine, collection: Any
 ) -> None:
-    mongo = Switchable(FailingCollection(ServerSelectionTimeoutError("no server")))
-    audit = new_audit(mongo, timeout=0.2, signing_keys=KEYS)
+    mongo, audit = behind_an_outage()
     try:
         with Session(engine) as session:
             session.add_all([Client(name="a"), Client(name="b")])

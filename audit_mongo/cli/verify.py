@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ..signing import KEYS_VARIABLE, SigningKeys, parse_keys
+from ..signing import KEY_ID_VARIABLE, KEYS_VARIABLE, SigningKeys, parse_keys
 from ..verify import Head, Verification, heads_from_json, heads_to_json, verify
 from .options import EXIT_OK, LogSettings, log_options, opened, usage_error
 from .params import Moment
@@ -47,7 +47,7 @@ def keys_file_option(command: Any) -> Any:
         "--keys-file",
         type=click.Path(dir_okay=False, path_type=Path),
         help=f"JSON object of key name to secret (else ${KEYS_VARIABLE}; "
-        f"${KEYS_VARIABLE.removesuffix('S')}_ID names the signing one).",
+        f"${KEY_ID_VARIABLE} names the signing one).",
     )(command)
 
 
@@ -94,7 +94,7 @@ def verify_command(
 def key_settings(keys_file: Path | None) -> tuple[dict[str, str] | None, str | None]:
     """The signing keys (name → secret) and the signing key's name, from ``keys_file`` or
     the environment; a usage error when they are malformed."""
-    key_id = os.environ.get(f"{KEYS_VARIABLE.removesuffix('S')}_ID") or None
+    key_id = os.environ.get(KEY_ID_VARIABLE) or None
     if keys_file is None:
         text = os.environ.get(KEYS_VARIABLE, "").strip()
         where = f"${KEYS_VARIABLE}"
