@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from .changes import Action, RowChange, RowKey, same
 from .flush_reads import UNKNOWN_OLD_VALUES, OldValueReader, current_identity, read_computed
 from .log_safety import log_failure
-from .normalise import column_value_to_bson
+from .normalise import INT64_MAX, INT64_MIN, column_value_to_bson
 from .safe_reads import UNREADABLE
 from .table_info import TableInfo, identity_table, unpad
 
@@ -56,7 +56,7 @@ def note(
     loaded = reader.read(info, state, action, unknown, connection) if unknown else None
     computed = _computed_keys(info, state, action)
     noted = Noted(info, action, loaded, connection, computed)
-    if action == "update" and computed:
+    if computed and action == "update":
         noted.before = _held_values(state, computed)
     return noted
 
@@ -65,9 +65,16 @@ def _computed_keys(info: TableInfo, state: InstanceState[Any], action: Action) -
     """Keys the statement sets to a SQL expression, or the database fills in itself."""
     if action == "delete":
         return ()
-    generated = info.insert_generated if action == "create" else info.update_generated
+    if action == "create":
+        generated, set_now = info.insert_generated, state.dict
+    else:  # an attribute set to an expression is a change: it is in committed_state
+        generated, set_now = info.update_generated, state.committed_state
     values = state.dict
-    expressions = [k for k in info.keys if isinstance(values.get(k), ClauseElement)]
+    expressions = [
+        k for k in set_now if isinstance(values.get(k), ClauseElement) and k in info.key_set
+    ]
+    if not expressions and not generated:
+        return ()
     return tuple(dict.fromkeys([*expressions, *generated]))
 
 
@@ -116,24 +123,28 @@ def _row_change(
     info = note.info
     values = {**state.dict, **computed} if computed else state.dict
     if note.action == "create":
-        raw_id = tuple(values.get(k) for k in info.pk_keys)
-        created = _created(info, values, dialect)
-        created.collections = collection_changes(info, state, dialect)
+        raw_id = tuple([values.get(k) for k in info.pk_keys])
+        new = _recorded(
+            info, [(k, v) for k in info.keys if (v := values.get(k)) is not None], dialect
+        )
+        created = RowChange(info.table_name, None, "create", {}, new)
+        if info.collections:
+            created.collections = collection_changes(info, state, dialect)
         return _keyed(info, raw_id, created, dialect)
     raw_id = state.key[1] if state.key is not None else ()
     old_raw = _old_values(info, state, note)
     if note.action == "delete":
-        old = {k: _bson(info, k, v, dialect) for k, v in old_raw.items()}
+        old = _recorded(info, old_raw.items(), dialect)
         return _keyed(info, raw_id, RowChange(info.table_name, None, "delete", old, {}), dialect)
     changed = {k: v for k, v in old_raw.items() if k in values and not same(v, values[k])}
-    collections = collection_changes(info, state, dialect)
+    collections = collection_changes(info, state, dialect) if info.collections else {}
     if not changed and not collections:
         return None
-    old = {k: _bson(info, k, v, dialect) for k, v in changed.items()}
-    new = {k: _bson(info, k, values[k], dialect) for k in changed}
+    old = _recorded(info, changed.items(), dialect)
+    new = _recorded(info, [(k, values[k]) for k in changed], dialect)
     updated = RowChange(info.table_name, None, "update", old, new, collections=collections)
     keyed = _keyed(info, raw_id, updated, dialect)
-    new_id = tuple(values.get(k) for k in info.pk_keys)
+    new_id = tuple([values.get(k) for k in info.pk_keys])
     return keyed if new_id == raw_id else _rekeyed(info, keyed, new_id, dialect)
 
 
@@ -159,11 +170,6 @@ def _related_key(obj: Any, dialect: Dialect | None) -> Any:
     where = f"{identity_table(mapper)} key"
     values = [column_value_to_bson(v, None, dialect, where) for v in raw]
     return values[0] if len(values) == 1 else values
-
-
-def _created(info: TableInfo, values: Mapping[str, Any], dialect: Dialect | None) -> RowChange:
-    new = {k: _bson(info, k, v, dialect) for k in info.keys if (v := values.get(k)) is not None}
-    return RowChange(info.table_name, None, "create", {}, new)
 
 
 def _keyed(
@@ -211,6 +217,29 @@ def _old_values(info: TableInfo, state: InstanceState[Any], note: Noted) -> dict
     return old
 
 
+def _recorded(
+    info: TableInfo, items: Iterable[tuple[str, Any]], dialect: Dialect | None
+) -> dict[str, Any]:
+    """Values as recorded (see ``_bson``), with the common case, a plain value of an
+    unmasked attribute, kept as it is without a call per value: the same result, cheaper."""
+    masked = info.mask.names
+    recorded = {}
+    for key, value in items:
+        kind = type(value)
+        if (
+            (kind is str and value.isascii())
+            or (kind is int and INT64_MIN <= value <= INT64_MAX)
+            or kind in _KEPT_AS_IS
+        ) and key not in masked:
+            recorded[key] = value
+        else:
+            recorded[key] = _bson(info, key, value, dialect)
+    return recorded
+
+
+_KEPT_AS_IS = frozenset({type(None), bool, float})
+
+
 def _bson(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any:
     """A value as recorded: normalised, then masked if its attribute is (so the real value
     never joins the transaction's buffer)."""
@@ -229,5 +258,9 @@ def _normalised(info: TableInfo, key: str, value: Any, dialect: Dialect | None) 
 
 def _object_id(info: TableInfo, raw_id: tuple[Any, ...], dialect: Dialect | None) -> Any:
     """A primary key as stored: the value itself, or a list for a composite key."""
-    values = [_normalised(info, k, v, dialect) for k, v in zip(info.pk_keys, raw_id, strict=True)]
-    return values[0] if len(values) == 1 else values
+    if len(raw_id) == 1:
+        value = raw_id[0]
+        if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+            return value  # the common key, kept as it is without a call
+        return _normalised(info, info.pk_keys[0], value, dialect)
+    return [_normalised(info, k, v, dialect) for k, v in zip(info.pk_keys, raw_id, strict=True)]

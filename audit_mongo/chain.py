@@ -25,6 +25,7 @@ it is the chain's last; otherwise a signed **filler** takes it: ``{"action": "li
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,8 @@ from .signing import SigningKeys
 
 CHAIN_FIELD = "chain"
 FILLER_ACTION = "link"
-# Room left for the "hash" field, added after the rest of a document is encoded.
+# Room left for the "hash" field (and the link's element header), added after the rest of
+# a document is encoded.
 HASH_ROOM = len(bson.encode({"hash": "0" * 64})) + 64
 
 
@@ -83,15 +85,21 @@ class Chains:
             chain = self._local.chain = Chain.start()
         return chain
 
-    def seal(self, documents: Sequence[Document]) -> list[int]:
-        """Link and sign, in place, each of ``documents`` not linked before; their
-        positions in ``documents``."""
+    def seal(
+        self, documents: Sequence[Document], encoded: Sequence[bytes | None] | None = None
+    ) -> dict[int, bytes]:
+        """Link and sign, in place, each of ``documents`` not linked before; their BSON as
+        sent, by position in ``documents``. ``encoded``: their BSON before, where known."""
         chain = self.current()
-        fresh = [p for p, document in enumerate(documents) if CHAIN_FIELD not in document]
-        repaired = sum(seal(documents[p], chain, self.keys) for p in fresh)
+        sent, repaired = {}, 0
+        for position, document in enumerate(documents):
+            if CHAIN_FIELD not in document:
+                known = encoded[position] if encoded is not None else None
+                sent[position], was_repaired = seal(document, chain, self.keys, known)
+                repaired += was_repaired
         if repaired:
             log_repaired(repaired)
-        return fresh
+        return sent
 
     def settle(
         self,
@@ -138,9 +146,14 @@ class Chains:
         return newest_first
 
 
-def seal(document: Document, chain: Chain, keys: SigningKeys) -> bool:
-    """Link ``document`` at ``chain``'s head and sign it; True when its values had to be
-    repaired first (a document is signed as Mongo will store it)."""
+def seal(
+    document: Document, chain: Chain, keys: SigningKeys, encoded: bytes | None = None
+) -> tuple[bytes, bool]:
+    """Link ``document`` at ``chain``'s head and sign it; its BSON, hash included, and
+    whether its values had to be repaired first (a document is signed as Mongo will store
+    it). The document is encoded once (or not at all when its BSON is ``encoded``): the
+    link is appended to its bytes, and the hash to the link's, exactly as ``bson.encode``
+    would lay out the signed document."""
     body: dict[str, Any] = {"id": chain.id, "seq": chain.seq}
     if chain.prev_hash is not None:
         body["prev"] = chain.prev_hash
@@ -149,26 +162,52 @@ def seal(document: Document, chain: Chain, keys: SigningKeys) -> bool:
             body["prev_at"] = chain.prev_at
     if keys.signing_id is not None:
         body["key"] = keys.signing_id
+    link = bson.encode(body)
+    room = len(link) + HASH_ROOM
+    if encoded is not None and len(encoded) <= MAX_DOCUMENT_BYTES - room:
+        fields, repaired = encoded, False
+    else:
+        fields, repaired = _encoded(document, room)
+    digest = keys.digest(keys.signing_id, _appended(fields, _CHAIN_NAME, link))
+    body["hash"] = digest
     document[CHAIN_FIELD] = body
-    data, repaired = _encoded(document)
-    body["hash"] = keys.digest(keys.signing_id, data)
     chain.seq += 1
-    chain.prev_hash = body["hash"]
+    chain.prev_hash = digest
     chain.prev_id = document["_id"]
     chain.prev_at = document.get("created_at")
-    return repaired
+    return _appended(fields, _CHAIN_NAME, _appended(link, _HASH_NAME, _string(digest))), repaired
 
 
-def _encoded(document: Document) -> tuple[bytes, bool]:
-    """The document's BSON, leaving room for its hash; repaired in place when it cannot be
-    encoded or is too large (keeping the dict, which pending stores hold)."""
+_CHAIN_NAME = b"\x03" + CHAIN_FIELD.encode() + b"\x00"  # an embedded document's element
+_HASH_NAME = b"\x02hash\x00"  # a string's
+
+
+def _appended(data: bytes, name: bytes, value: bytes) -> bytes:
+    """A document's BSON ``data`` with one more field at its end (``name``: type byte and
+    C string; ``value``: the encoded value)."""
+    size = len(data) + len(name) + len(value)
+    return b"".join((_INT32.pack(size), data[4:-1], name, value, b"\x00"))
+
+
+def _string(text: str) -> bytes:
+    encoded = text.encode()
+    return _INT32.pack(len(encoded) + 1) + encoded + b"\x00"
+
+
+_INT32 = struct.Struct("<i")
+
+
+def _encoded(document: Document, room: int) -> tuple[bytes, bool]:
+    """The document's BSON, leaving ``room`` for its link; repaired in place when it cannot
+    be encoded or is too large (keeping the dict, which pending stores hold)."""
+    limit = MAX_DOCUMENT_BYTES - room
     try:
         data = bson.encode(document)
-        if len(data) <= MAX_DOCUMENT_BYTES - HASH_ROOM:
+        if len(data) <= limit:
             return data, False
     except Exception:  # values BSON cannot carry: repaired below, as delivery would
         pass
-    repaired = repair(document, limit=MAX_DOCUMENT_BYTES - HASH_ROOM)
+    repaired = repair(document, limit=limit)
     if repaired is not document:
         document.clear()
         document.update(repaired)

@@ -40,6 +40,10 @@ logger = logging.getLogger("audit_mongo")
 
 WRITE_BATCH = 1000  # documents per insert_many: a 100,000-row commit is never built at once
 KEEP_BYTES = 16 * 1024 * 1024  # documents of one commit kept in memory for the write after it
+# Delivered outbox rows wait until this many can go in one DELETE of a later commit: a
+# statement per commit would cost more than the row it deletes. One not yet deleted is at
+# worst sent again (after a crash), and Mongo keeps the copy it has (same _id).
+FORGET_IN_COMMIT = 20
 
 
 class AuditWriteError(Exception):
@@ -213,17 +217,19 @@ class CommitDelivery:
         acting: Acting,
         sealed: Sealed,
     ) -> None:
-        sealed.forgotten = self._take_forgotten()
+        sealed.forgotten = self._take_forgotten(at_least=FORGET_IN_COMMIT)
         if sealed.forgotten:  # rows delivered earlier go in the same transaction: no extra one
             outbox.delete(connection, sealed.forgotten)
         kept = 0
         for documents in self._build(changes, acting, sealed.transaction_id, sealed.created_at):
-            documents, data = encode_all(documents)
+            documents, encoded = encode_all(documents)
+            data = b"".join(encoded)
             key = outbox.insert(connection, data, len(documents))
             kept += len(data)
             if kept > KEEP_BYTES:
                 sealed.overflow = True
-            sealed.parcels.append(Parcel([] if sealed.overflow else documents, [key]))
+            parcel = Parcel(documents, [key], encoded) if not sealed.overflow else Parcel([], [key])
+            sealed.parcels.append(parcel)
             sealed.built += len(documents)
 
     def _build(
@@ -281,7 +287,10 @@ class CommitDelivery:
         refused documents. Returns whether all were confirmed (or, with ``confirmed_any``,
         any)."""
         documents = [document for parcel in parcels for document in parcel.documents]
-        failed = self.writer.send(documents).failed
+        encoded: list[bytes | None] = []
+        for parcel in parcels:
+            encoded.extend(parcel.encoded or [None] * len(parcel.documents))
+        failed = self.writer.send(documents, encoded).failed
         start = 0
         for parcel in parcels:
             end = start + len(parcel.documents)
@@ -359,8 +368,10 @@ class CommitDelivery:
             with self._lock:
                 self._to_forget.extend(keys)
 
-    def _take_forgotten(self) -> list[int]:
+    def _take_forgotten(self, at_least: int = 1) -> list[int]:
         with self._lock:
+            if len(self._to_forget) < at_least:
+                return []
             keys, self._to_forget = self._to_forget, []
         return keys
 

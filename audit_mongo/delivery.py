@@ -95,12 +95,16 @@ class MongoWriter:
         """Insert ``documents``; return how many are confirmed in Mongo. Never raises."""
         return len(documents) - len(self.send(documents).failed)
 
-    def send(self, documents: Sequence[Document]) -> Outcome:
+    def send(
+        self, documents: Sequence[Document], encoded: Sequence[bytes | None] | None = None
+    ) -> Outcome:
         """Insert ``documents``, retrying retryable errors with backoff until ``timeout``
-        has passed; failures are logged. Never raises."""
+        has passed; failures are logged. Never raises. ``encoded``: the BSON of some of
+        ``documents`` as they are now (unlinked), by position, when it is already known."""
         if not documents:
             return Outcome()
-        fresh = set(self.chains.seal(documents))
+        sent = self.chains.seal(documents, encoded)
+        fresh = set(sent)
         deadline = time.monotonic() + self.timeout
         positions = list(range(len(documents)))
         duplicates: set[int] = set()
@@ -108,7 +112,8 @@ class MongoWriter:
         certain = True
         backoff = FIRST_BACKOFF
         while True:
-            outcome = self._attempt([documents[p] for p in positions], deadline)
+            outgoing = [_outgoing(documents[p], sent.get(p)) for p in positions]
+            outcome = self._attempt(outgoing, deadline)
             duplicates.update(positions[i] for i in outcome.duplicates)
             if certain:  # after a cut-off attempt, a duplicate may be that attempt's
                 elsewhere.update(positions[i] for i in outcome.duplicates)
@@ -186,6 +191,23 @@ class MongoWriter:
         failed = {order[i] for i in again.failed} | (rejected - set(fixes))
         duplicates = {order[i] for i in again.duplicates}
         return Outcome(failed, (again.error or exc) if failed else None, duplicates)
+
+
+class _Encoded(dict[str, Any]):
+    """A document sent with its BSON already made (by the seal, which had to encode it to
+    sign it): pymongo's encoder takes ``raw`` as it is, by the marker of its own
+    ``RawBSONDocument``, while a stand-in collection (mongomock) sees an ordinary dict."""
+
+    __slots__ = ("raw",)
+    _type_marker = 101  # bson's RAW_BSON_DOCUMENT_TYPE
+
+    def __init__(self, document: Document, raw: bytes) -> None:
+        super().__init__(document)
+        self.raw = raw
+
+
+def _outgoing(document: Document, raw: bytes | None) -> Document:
+    return document if raw is None else _Encoded(document, raw)
 
 
 def _rejected(exc: BulkWriteError) -> set[int]:

@@ -35,7 +35,7 @@ from bson import ObjectId
 
 from .actor import Acting
 from .changes import RowChange
-from .masking import stored
+from .masking import Masked, stored
 
 SCHEMA_VERSION = 1
 COUNTER_LIMIT = 1 << 24  # an ObjectId's counter is 3 bytes
@@ -114,43 +114,53 @@ def build_documents(
     """One document per row change, in the order the changes happened."""
     changes = list(row_changes)
     ids = _object_ids.take(len(changes))
-    return [_document(next(ids), change, acting, transaction_id, created_at) for change in changes]
-
-
-def _document(
-    _id: ObjectId, change: RowChange, acting: Acting, transaction_id: str, created_at: dt.datetime
-) -> dict[str, Any]:
-    document = {
-        "_id": _id,
-        "current_user_id": acting.user_id,
-        "action": change.action,
-        "table_name": change.table_name,
-        "object_id": change.object_id,
-        "changes": changes_field(change),
-        "created_at": created_at,
-        "transaction_id": transaction_id,
-        "schema_version": SCHEMA_VERSION,
-    }
-    if acting.context:
-        document["context"] = dict(acting.context)
-    if change.entity is not None:
-        document["entity"] = change.entity
-    if change.previous_object_id is not None:
-        document["previous_object_id"] = change.previous_object_id
-    return document
+    user_id, context = acting.user_id, acting.context
+    documents = []
+    for change in changes:
+        document = {
+            "_id": next(ids),
+            "current_user_id": user_id,
+            "action": change.action,
+            "table_name": change.table_name,
+            "object_id": change.object_id,
+            "changes": changes_field(change),
+            "created_at": created_at,
+            "transaction_id": transaction_id,
+            "schema_version": SCHEMA_VERSION,
+        }
+        if context:
+            document["context"] = dict(context)
+        if change.entity is not None:
+            document["entity"] = change.entity
+        if change.previous_object_id is not None:
+            document["previous_object_id"] = change.previous_object_id
+        documents.append(document)
+    return documents
 
 
 def changes_field(change: RowChange) -> dict[str, dict[str, list[Any]]]:
     """``{attribute: {"added": [...], "deleted": [...]}}``, as the blog post stored it; a
     many-to-many collection lists the keys of the related rows added and removed. A masked
     value is stored in its masked form."""
-    if change.action == "create":
-        field = {k: {"added": [stored(v)], "deleted": []} for k, v in change.new.items()}
-    elif change.action == "delete":
-        field = {k: {"added": [], "deleted": [stored(v)]} for k, v in change.old.items()}
+    # One pass per change, with the masked-value check inline rather than a call per value:
+    # this runs for every row of every commit.
+    if change.action == "update":
+        new = change.new
+        field = {
+            k: {
+                "added": [n.stored if type(n := new[k]) is Masked else n],
+                "deleted": [v.stored if type(v) is Masked else v],
+            }
+            for k, v in change.old.items()
+        }
+    elif change.action == "create":
+        field = {
+            k: {"added": [v.stored if type(v) is Masked else v], "deleted": []}
+            for k, v in change.new.items()
+        }
     else:
         field = {
-            k: {"added": [stored(change.new[k])], "deleted": [stored(v)]}
+            k: {"added": [], "deleted": [v.stored if type(v) is Masked else v]}
             for k, v in change.old.items()
         }
     for name, (added, deleted) in change.collections.items():

@@ -67,8 +67,8 @@ _BSON_TYPES: tuple[tuple[type, str], ...] = (
 )
 
 
-def encode_all(documents: Sequence[Document]) -> tuple[list[Document], bytes]:
-    """``documents`` (those that needed it repaired) and their BSON, concatenated."""
+def encode_all(documents: Sequence[Document]) -> tuple[list[Document], list[bytes]]:
+    """``documents`` (those that needed it repaired) and the BSON of each."""
     kept: list[Document] = []
     encoded: list[bytes] = []
     repaired = 0
@@ -85,7 +85,7 @@ def encode_all(documents: Sequence[Document]) -> tuple[list[Document], bytes]:
         encoded.append(data)
     if repaired:
         log_repaired(repaired)
-    return kept, b"".join(encoded)
+    return kept, encoded
 
 
 def decode_all(data: bytes) -> list[Document]:

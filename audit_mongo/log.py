@@ -17,9 +17,10 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
@@ -463,7 +464,7 @@ class AuditLog(AuditReader):
     ) -> None:
         if self.closed or not self._tracking.records(connection):
             return
-        state: InstanceState[Any] = inspect(target)
+        state: InstanceState[Any] = instance_state(target)  # inspect(), without its lookup
         session = state.session
         if session is None:
             return

@@ -69,6 +69,7 @@ class Outbox:
             # A length, so that MySQL makes it a LONGBLOB, not a 64 KiB BLOB.
             Column("documents", LargeBinary(2**32 - 1), nullable=False),
         )
+        self._insert = insert(self.table)  # built once: one runs in every audited commit
 
     def create(self) -> None:
         self.table.create(self.engine, checkfirst=True)
@@ -108,11 +109,8 @@ class Outbox:
         if self.missing:  # in the transaction: on PostgreSQL, inside its savepoint
             self.table.create(connection, checkfirst=True)
             self.missing = False
-        result = connection.execute(
-            insert(self.table).values(
-                created_at=dt.datetime.now(dt.timezone.utc), document_count=count, documents=data
-            )
-        )
+        values = {"created_at": dt.datetime.now(dt.timezone.utc), "document_count": count}
+        result = connection.execute(self._insert, {**values, "documents": data})
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -122,8 +120,8 @@ class Outbox:
         self._ensure_table()
         with self.engine.begin() as connection:
             for start in range(0, len(documents), STORE_CHUNK):
-                chunk, data = encode_all(documents[start : start + STORE_CHUNK])
-                self.insert(connection, data, len(chunk))
+                chunk, encoded = encode_all(documents[start : start + STORE_CHUNK])
+                self.insert(connection, b"".join(encoded), len(chunk))
 
     def keep_links(self, key: int, documents: Sequence[Document]) -> bool:
         """Store row ``key``'s documents again as sent, linked into a chain (see
@@ -139,10 +137,12 @@ class Outbox:
         return True
 
     def _rewrite(self, connection: Connection, key: int, documents: Sequence[Document]) -> None:
-        kept, data = encode_all(documents)
+        kept, encoded = encode_all(documents)
         row = self.table.c.id == key
         connection.execute(
-            update(self.table).where(row).values(document_count=len(kept), documents=data)
+            update(self.table)
+            .where(row)
+            .values(document_count=len(kept), documents=b"".join(encoded))
         )
 
     def forget(self, keys: Sequence[int]) -> bool:

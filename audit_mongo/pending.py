@@ -36,6 +36,9 @@ class Parcel:
 
     documents: list[Document]
     outbox_keys: list[int] = field(default_factory=list)
+    # The documents' BSON as stored in the outbox, before they were linked into a chain:
+    # the seal appends their links to it instead of encoding them again.
+    encoded: list[bytes] | None = None
 
 
 @dataclass
