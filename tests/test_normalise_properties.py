@@ -32,10 +32,15 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from audit_mongo import AuditLog
+from audit_mongo.capture import _bson, _recorded
+from audit_mongo.masking import Masker
+from audit_mongo.masking import stored as as_stored
 from audit_mongo.normalise import MAX_NESTING, column_value_to_bson, escape_key, to_bson
+from audit_mongo.table_info import TableInfo
 from tests.hostile_values import (
     CLEAN_TEXT,
     CYCLES,
@@ -66,6 +71,7 @@ from tests.hostile_values import (
     depth,
     nested,
 )
+from tests.models import Client
 
 PIPELINE = settings(PROPERTIES, max_examples=60)
 
@@ -425,3 +431,17 @@ def test_rows_of_hostile_values_commit_and_every_document_encodes(
             for v in side
         )
     assert not any("SECRET" in record.getMessage() for record in records)
+
+
+CLIENT_INFO = TableInfo.of(sa_inspect(Client), frozenset(), frozenset({"email"}), Masker(b"m" * 32))
+
+
+@settings(PROPERTIES)
+@given(value=st.one_of(HOSTILE, PLAIN_SCALARS), attribute=st.sampled_from(["name", "email"]))
+def test_capture_records_plain_values_as_the_general_path_does(value: Any, attribute: str) -> None:
+    """Capture keeps a plain value of an unmasked attribute as it is, without a call: the
+    result must be the one normalising and masking it would give."""
+    fast = _recorded(CLIENT_INFO, [(attribute, value)], None)[attribute]
+    general = _bson(CLIENT_INFO, attribute, value, None)
+    assert type(fast) is type(general)
+    assert bson.encode({"v": as_stored(fast)}) == bson.encode({"v": as_stored(general)})

@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog
+from audit_mongo.chain import signed_bytes
+from audit_mongo.signing import SigningKeys
 from tests.models import Account, Client
 
 mockupdb = pytest.importorskip("mockupdb")
@@ -71,6 +73,26 @@ def test_one_commit_is_one_unordered_insert_with_the_write_concern(
     assert {d["current_user_id"] for d in documents} == {7}
     assert len({d["transaction_id"] for d in documents}) == 1
     assert all(d["action"] == "create" and d["schema_version"] == 1 for d in documents)
+
+
+def test_the_documents_on_the_wire_are_the_sealed_ones(
+    server: Any, pool: ThreadPoolExecutor, client: Any, engine: Engine
+) -> None:
+    """pymongo sends the seal's own bytes (a raw document): each arrives linked and signed,
+    its hash matching what it holds."""
+    keys = SigningKeys({"2026-12": b"s" * 32})
+    audit = AuditLog(client.app.user_logs, signing_keys={"2026-12": b"s" * 32})
+    done: Future[None] = pool.submit(commit_three_clients, audit, engine)
+    request = server.receives(mockupdb.OpMsg("insert", "user_logs"), timeout=10)
+    request.ok(n=3)
+    done.result(timeout=10)
+    audit.close()
+
+    documents = request.doc["documents"]
+    assert [d["chain"]["seq"] for d in documents] == [0, 1, 2]
+    assert [d["changes"]["name"]["added"] for d in documents] == [["a"], ["b"], ["c"]]
+    for document in documents:
+        assert keys.matches("2026-12", signed_bytes(document), document["chain"]["hash"])
 
 
 def test_ensure_indexes_sends_the_documented_indexes(
