@@ -64,7 +64,9 @@ class ObjectIdSequence:
             if self._pid != os.getpid():
                 self._start_process()
             second = self._second = max(self._second, int(time.time()))
-            ids = [self._next(second) for _ in range(count)]
+            ids: list[ObjectId] = []
+            while len(ids) < count:
+                ids.extend(self._run(second, count - len(ids)))
         return iter(ids)
 
     def _start_process(self) -> None:
@@ -73,17 +75,17 @@ class ObjectIdSequence:
         if self._counter is None:
             self._counter = int.from_bytes(os.urandom(3), "big")
 
-    def _next(self, second: int) -> ObjectId:
-        counter = (self._counter or 0) + 1
-        if counter == COUNTER_LIMIT:
-            counter = 0
+    def _run(self, second: int, wanted: int) -> list[ObjectId]:
+        """Up to ``wanted`` consecutive ids, stopping where the counter wraps (then the
+        process part is bumped for the next run)."""
+        first = (self._counter or 0) + 1
+        if first == COUNTER_LIMIT:
+            first = 0
             self._process = (self._process + 1) % PROCESS_LIMIT
-        self._counter = counter
-        return ObjectId(
-            second.to_bytes(4, "big")
-            + self._process.to_bytes(5, "big")
-            + counter.to_bytes(3, "big")
-        )
+        last = min(first + wanted, COUNTER_LIMIT) - 1
+        self._counter = last
+        prefix = second.to_bytes(4, "big") + self._process.to_bytes(5, "big")
+        return [ObjectId(prefix + n.to_bytes(3, "big")) for n in range(first, last + 1)]
 
 
 _object_ids = ObjectIdSequence()
