@@ -105,6 +105,7 @@ class MongoWriter:
             return Outcome()
         sent = self.chains.seal(documents, encoded)
         fresh = set(sent)
+        outgoing = _outgoing(documents, sent)
         deadline = time.monotonic() + self.timeout
         positions = list(range(len(documents)))
         duplicates: set[int] = set()
@@ -112,8 +113,7 @@ class MongoWriter:
         certain = True
         backoff = FIRST_BACKOFF
         while True:
-            outgoing = [_outgoing(documents[p], sent.get(p)) for p in positions]
-            outcome = self._attempt(outgoing, deadline)
+            outcome = self._attempt([outgoing[p] for p in positions], deadline)
             duplicates.update(positions[i] for i in outcome.duplicates)
             if certain:  # after a cut-off attempt, a duplicate may be that attempt's
                 elsewhere.update(positions[i] for i in outcome.duplicates)
@@ -200,14 +200,19 @@ class _Encoded(dict[str, Any]):
 
     __slots__ = ("raw",)
     _type_marker = 101  # bson's RAW_BSON_DOCUMENT_TYPE
-
-    def __init__(self, document: Document, raw: bytes) -> None:
-        super().__init__(document)
-        self.raw = raw
+    raw: bytes
 
 
-def _outgoing(document: Document, raw: bytes | None) -> Document:
-    return document if raw is None else _Encoded(document, raw)
+def _outgoing(documents: Sequence[Document], sent: dict[int, bytes]) -> list[Document]:
+    """``documents`` as handed to the driver: those with known BSON wrapped with it."""
+    outgoing: list[Document] = []
+    for position, document in enumerate(documents):
+        raw = sent.get(position)
+        if raw is not None:
+            document = _Encoded(document)
+            document.raw = raw
+        outgoing.append(document)
+    return outgoing
 
 
 def _rejected(exc: BulkWriteError) -> set[int]:

@@ -9,6 +9,7 @@ strict) and delivers them after it, keeping what Mongo refuses as pending work (
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -454,10 +455,8 @@ class AuditLog(AuditReader):
         self._note(mapper, connection, target, "delete")
 
     def _tracking_listener(self, action: Action) -> Callable[..., None]:
-        def listener(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-            self._note(mapper, connection, target, action)
-
-        return listener
+        # A partial, not a closure: one Python call less per row of every flush.
+        return functools.partial(self._note, action=action)
 
     def _note(
         self, mapper: Mapper[Any], connection: Connection, target: Any, action: Action
