@@ -99,6 +99,13 @@ class BackgroundWriter:
         with self._condition:
             return self._condition.wait_for(lambda: not self._queue and not self._writing, timeout)
 
+    def sweep_soon(self) -> None:
+        """Drain pending work as soon as what is queued now has been written."""
+        self._in_this_process()
+        with self._condition:
+            self._next_sweep = time.monotonic()
+            self._condition.notify_all()
+
     def close(self, timeout: float) -> list[Parcel]:
         """Stop taking parcels, write those queued for up to ``timeout`` seconds, and
         return those left unwritten."""

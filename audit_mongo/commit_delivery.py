@@ -168,7 +168,17 @@ class CommitDelivery:
             rest = islice(changes, sealed.built, None)
             built = self._build(rest, acting, sealed.transaction_id, sealed.created_at)
             self._send_all((Parcel(documents) for documents in built), safe)
-        if sealed.overflow and safe and self.outbox is not None:
+        if sealed.overflow and self.outbox is not None:
+            self._deliver_overflow(safe)
+
+    def _deliver_overflow(self, safe: bool) -> None:
+        """A commit too large to keep in memory: what is not in its parcels is drained
+        from the outbox, once the rows its parcels delivered are deleted (else they would
+        be sent again)."""
+        if self.background is not None:
+            self.background.sweep_soon()  # after the parcels queued, whose rows go first
+        elif safe and self.outbox is not None:
+            self._forget_now()
             deliver_pending(self.outbox, self.writer)
 
     def abandoned(self, sealed: Sealed, safe: bool) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import bson
@@ -17,14 +19,14 @@ from pymongo.errors import (
     OperationFailure,
     WriteConcernError,
 )
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
-from audit_mongo import AuditLog
+from audit_mongo import AuditLog, commit_delivery
 from audit_mongo.delivery import MongoWriter, repair
 from tests.conftest import stored
 from tests.fakes import FailingCollection, closed_loopback_port
-from tests.models import Client
+from tests.models import Base, Client
 
 
 def commit_one_client(audit: AuditLog, engine: Engine, name: str = "kept") -> None:
@@ -248,3 +250,40 @@ def test_a_duplicate_on_another_unique_index_is_a_refusal_not_a_delivery(
         assert audit.pending() == 1  # kept, not counted as already there
     finally:
         audit.close()
+
+
+class CountsSends:
+    """Delegates to ``target`` and counts how often each ``_id`` was sent."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.sent: Counter[Any] = Counter()
+
+    def insert_many(self, documents: Sequence[Any], ordered: bool = True) -> Any:
+        self.sent.update(d["_id"] for d in documents)
+        return self.target.insert_many(documents, ordered=ordered)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["direct", "background"])
+def test_a_commit_too_large_to_keep_in_memory_sends_each_document_once(
+    background: bool, collection: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past KEEP_BYTES a commit's documents are drained from the outbox: the rows its
+    in-memory parcels delivered are deleted first, so nothing is sent twice."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'big.db'}")
+    Base.metadata.create_all(engine)
+    monkeypatch.setattr(commit_delivery, "KEEP_BYTES", 600_000)  # one parcel of 1,000 kept
+    counting = CountsSends(collection)
+    audit = AuditLog(counting, outbox=engine, background=background)
+    audit.track(Client)
+    with Session(engine) as session:
+        session.add_all([Client(name=f"client {i}", phone="+1 555 0100") for i in range(2500)])
+        session.commit()
+    assert audit.flush(timeout=10)
+    deadline = time.monotonic() + 10
+    while audit.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    audit.close()
+    assert collection.count_documents({}) == 2500
+    assert len(counting.sent) == 2500
+    assert max(counting.sent.values()) == 1

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
+import mongomock
 import pytest
 from flask import Flask
 from flask_login import UserMixin, login_user
@@ -249,6 +250,33 @@ def test_config_keys_reach_the_log(extension: AuditMongo, tmp_path: Any) -> None
 def test_a_missing_uri_is_a_clear_error(extension: AuditMongo, tmp_path: Any) -> None:
     with pytest.raises(RuntimeError, match="AUDIT_MONGO_URI is not set"):
         create_app(extension, f"sqlite:///{tmp_path / 'app.db'}", AUDIT_MONGO_URI="")
+
+
+def test_a_collection_the_application_has_is_used_instead_of_a_uri(tmp_path: Any) -> None:
+    """init_app(app, collection=...): an application with its own MongoClient hands the
+    extension a collection; no AUDIT_MONGO_URI is needed and the config's other keys apply."""
+    own = mongomock.MongoClient().records.audit_trail
+    extension = AuditMongo()
+    extension.track(Client)
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'own.db'}", AUDIT_MONGO_MASK=["phone"]
+    )
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+    extension.init_app(app, db=db, collection=own)
+    try:
+        with app.app_context():
+            db.session.add(Client(name="acme", phone="+1 555 0100"))
+            db.session.commit()
+        changes = [d["changes"] for d in own.find()]
+        assert [(c["name"]["added"], c["phone"]["added"]) for c in changes] == [
+            (["acme"], ["[masked]"])
+        ]
+    finally:
+        with app.app_context():
+            current_log().close()
 
 
 def test_metadata_added_for_a_request_joins_its_context_and_blocks_still_win(

@@ -83,22 +83,31 @@ class AuditMongo:
     """
 
     def __init__(
-        self, app: Flask | None = None, *, db: Any = None, permission: Permission | None = None
+        self,
+        app: Flask | None = None,
+        *,
+        db: Any = None,
+        permission: Permission | None = None,
+        collection: Any = None,
     ) -> None:
         self.permission = permission
         self._tracked: list[Tracked] = []
         self._logs: list[AuditLog] = []
         if app is not None:
-            self.init_app(app, db=db)
+            self.init_app(app, db=db, collection=collection)
 
-    def init_app(self, app: Flask, *, db: Any = None) -> None:
+    def init_app(self, app: Flask, *, db: Any = None, collection: Any = None) -> None:
         """Open the application's log from its ``AUDIT_MONGO_*`` config and track the
-        models named by ``track()``. Adds the ``flask audit`` commands."""
+        models named by ``track()``. Adds the ``flask audit`` commands.
+
+        ``collection``: a pymongo collection the application already has (from its own
+        ``MongoClient``), used instead of ``AUDIT_MONGO_URI``, ``AUDIT_MONGO_DATABASE``,
+        ``AUDIT_MONGO_COLLECTION`` and ``AUDIT_MONGO_CLIENT_OPTIONS``."""
         if EXTENSION in app.extensions:  # a second log would record every change twice
             raise RuntimeError("AuditMongo.init_app() was already called for this application")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, copy.copy(value))  # not one dict shared by every app
-        log = _open_log(app, db)
+        log = _open_log(app, db, collection)
         log.user_loader = logged_in_user_id
         log.context_loader = request_context_loader(app.config["AUDIT_MONGO_REQUEST_ID_HEADER"])
         for tracked in self._tracked:
@@ -172,24 +181,34 @@ def current_state() -> AuditState:
     return state
 
 
-def _open_log(app: Flask, db: Any) -> AuditLog:
+def _open_log(app: Flask, db: Any, collection: Any) -> AuditLog:
     config = app.config
     uri = config.get("AUDIT_MONGO_URI")
-    if not uri:
-        raise RuntimeError(
-            "AUDIT_MONGO_URI is not set: a mongodb:// URI (or mongomock:// for an in-memory "
-            "Mongo, for trying things and tests)"
-        )
     engine, engines = None, None
     if db is not None:
         with app.app_context():  # Flask-SQLAlchemy's engines are per application
             engine = db.engine
             engines = list(db.engines.values())
+    options = _log_options(config, engine, engines)
+    if collection is not None:
+        return AuditLog(collection, **options)
+    if not uri:
+        raise RuntimeError(
+            "AUDIT_MONGO_URI is not set: a mongodb:// URI (or mongomock:// for an in-memory "
+            "Mongo, for trying things and tests), or pass init_app(app, collection=...)"
+        )
     return AuditLog.from_uri(
         uri,
         config["AUDIT_MONGO_COLLECTION"],
         database=config["AUDIT_MONGO_DATABASE"],
         client_options=dict(config["AUDIT_MONGO_CLIENT_OPTIONS"]),
+        **options,
+    )
+
+
+def _log_options(config: Any, engine: Any, engines: Any) -> dict[str, Any]:
+    """AuditLog's options from the config (but where its collection is)."""
+    return dict(
         outbox=engine if config["AUDIT_MONGO_OUTBOX"] else None,
         engines=engines,
         strict=config["AUDIT_MONGO_STRICT"],
