@@ -84,7 +84,10 @@ class BackgroundWriter:
                 return False
             self._queue.append(parcel)
             self._queued += size
-            self._condition.notify_all()
+            # Wake the writer for its first parcel or a full batch, not for every parcel
+            # of the batch it is gathering: each wake-up takes the GIL from the application.
+            if len(self._queue) == 1 or self._queued >= self.batch_size:
+                self._condition.notify_all()
         return True
 
     def queued(self) -> list[Parcel]:

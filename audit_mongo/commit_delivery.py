@@ -326,9 +326,9 @@ class CommitDelivery:
         )
 
     def _write_in_background(self, parcels: list[Parcel]) -> bool:
-        written = self._write_parcels(parcels, safe=True)
-        self._forget_now()
-        return written
+        # Delivered outbox rows are deleted by a later commit (or the next sweep), not in a
+        # transaction of this thread's: on SQLite that would wait for the application's.
+        return self._write_parcels(parcels, safe=True)
 
     def _keep(self, parcel: Parcel, safe: bool) -> None:
         if not parcel.outbox_keys:

@@ -49,8 +49,8 @@ from tests.models import Client
 
 send = MongoWriter.send
 
-def send_then_die(self, documents):
-    send(self, documents)  # Mongo holds them; their outbox rows are not deleted yet
+def send_then_die(self, documents, *known):
+    send(self, documents, *known)  # Mongo holds them; their outbox rows are not deleted yet
     os.kill(os.getpid(), signal.SIGKILL)
 
 MongoWriter.send = send_then_die
