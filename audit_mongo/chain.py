@@ -115,6 +115,8 @@ class Chains:
         sent again), but never an ambiguous one; returns fillers for the positions of the
         documents held elsewhere or ambiguously. Failed documents keep their other links:
         they fill their positions when delivered."""
+        if not (failed or elsewhere or ambiguous):
+            return []  # every document stored under its link: the usual case
         missed = [documents[p] for p in sorted(failed | elsewhere)]
         kept = self._give_back(missed, unlink=[documents[p] for p in failed])
         held = {id(documents[p]) for p in elsewhere}

@@ -115,21 +115,36 @@ class CommitDelivery:
         before the commit."""
         if in_autocommit(connection):  # each statement committed as it ran
             return None
-        sealed = Sealed(new_transaction_id(), commit_time())
         if self.strict:
-            try:
-                self._write_before_commit(changes, acting, sealed)
-            except BaseException as exc:
-                if not before_prepare:  # a failed PREPARE is rolled back by SQLAlchemy
-                    _roll_back(connection)
-                exc.sealed = sealed  # type: ignore[attr-defined]  # to abandon: void
-                raise
-            return sealed
-        if self.outbox is None or not self.outbox.holds(connection):
-            return None
+            return self._seal_strict(connection, changes, acting, before_prepare)
+        if self.outbox is not None and self.outbox.holds(connection):
+            return self._seal_in_outbox(connection, self.outbox, changes, acting)
+        return None  # direct delivery: nothing to do before the commit
+
+    def _seal_strict(
+        self,
+        connection: Connection,
+        changes: Iterable[RowChange],
+        acting: Acting,
+        before_prepare: bool,
+    ) -> Sealed:
+        sealed = Sealed(new_transaction_id(), commit_time())
+        try:
+            self._write_before_commit(changes, acting, sealed)
+        except BaseException as exc:
+            if not before_prepare:  # a failed PREPARE is rolled back by SQLAlchemy
+                _roll_back(connection)
+            exc.sealed = sealed  # type: ignore[attr-defined]  # to abandon: void
+            raise
+        return sealed
+
+    def _seal_in_outbox(
+        self, connection: Connection, outbox: Outbox, changes: Iterable[RowChange], acting: Acting
+    ) -> Sealed:
+        sealed = Sealed(new_transaction_id(), commit_time())
         try:
             with read_guard(connection):  # a failed insert must not abort the transaction
-                self._store_in(connection, self.outbox, changes, acting, sealed)
+                self._store_in(connection, outbox, changes, acting, sealed)
         except Exception as exc:
             log_failure(
                 logging.ERROR,
