@@ -66,7 +66,11 @@ class Frame:
         """
         if not may_move:
             for key, change in changes:
-                self.record(key, change)
+                rows = self._rows
+                if self._disk is None and key not in rows and len(rows) < SPILL_AT:
+                    rows[key] = change  # a row's first change: nothing to net (most rows)
+                else:
+                    self.record(key, change)
             return
         batch, left = SpillingList(), Frame()
         try:
