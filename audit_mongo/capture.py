@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from .changes import Action, RowChange, RowKey, same
 from .flush_reads import UNKNOWN_OLD_VALUES, OldValueReader, current_identity, read_computed
 from .log_safety import log_failure
-from .normalise import INT64_MAX, INT64_MIN, column_value_to_bson
+from .normalise import column_value_to_bson, kept_as_is
 from .safe_reads import UNREADABLE
 from .table_info import TableInfo, identity_table, unpad
 
@@ -220,24 +220,13 @@ def _old_values(info: TableInfo, state: InstanceState[Any], note: Noted) -> dict
 def _recorded(
     info: TableInfo, items: Iterable[tuple[str, Any]], dialect: Dialect | None
 ) -> dict[str, Any]:
-    """Values as recorded (see ``_bson``), with the common case, a plain value of an
-    unmasked attribute, kept as it is without a call per value: the same result, cheaper."""
+    """Values as recorded (see ``_bson``); a plain value of an unmasked attribute, the
+    common case, is kept as it is without converting it."""
     masked = info.mask.names
-    recorded = {}
-    for key, value in items:
-        kind = type(value)
-        if (
-            (kind is str and value.isascii())
-            or (kind is int and INT64_MIN <= value <= INT64_MAX)
-            or kind in _KEPT_AS_IS
-        ) and key not in masked:
-            recorded[key] = value
-        else:
-            recorded[key] = _bson(info, key, value, dialect)
-    return recorded
-
-
-_KEPT_AS_IS = frozenset({type(None), bool, float})
+    return {
+        key: value if kept_as_is(value) and key not in masked else _bson(info, key, value, dialect)
+        for key, value in items
+    }
 
 
 def _bson(info: TableInfo, key: str, value: Any, dialect: Dialect | None) -> Any:
@@ -260,7 +249,5 @@ def _object_id(info: TableInfo, raw_id: tuple[Any, ...], dialect: Dialect | None
     """A primary key as stored: the value itself, or a list for a composite key."""
     if len(raw_id) == 1:
         value = raw_id[0]
-        if type(value) is int and INT64_MIN <= value <= INT64_MAX:
-            return value  # the common key, kept as it is without a call
-        return _normalised(info, info.pk_keys[0], value, dialect)
+        return value if kept_as_is(value) else _normalised(info, info.pk_keys[0], value, dialect)
     return [_normalised(info, k, v, dialect) for k, v in zip(info.pk_keys, raw_id, strict=True)]

@@ -96,6 +96,21 @@ def to_bson(value: Any) -> Any:
     return converter(value)  # a plain value, the usual case: no walk to set up
 
 
+def kept_as_is(value: Any) -> bool:
+    """Whether ``value`` is stored as it is: an ASCII ``str``, an ``int`` within 64 bits, a
+    ``float``, a ``bool`` or None (exact types, not subclasses). Most column values are; the
+    callers that handle one per row of a commit skip the conversion for them."""
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii())
+    if kind is int:
+        return bool(INT64_MIN <= value <= INT64_MAX)
+    return kind in _KEPT_AS_IS
+
+
+_KEPT_AS_IS = frozenset({type(None), bool, float})
+
+
 def column_value_to_bson(value: Any, column_type: Any, dialect: Any, where: str) -> Any:
     """Return the BSON-safe form of a column value; never raises.
 

@@ -36,7 +36,7 @@ from .changes import Action, RowChange, RowKey, same
 from .frame import SpillingList
 from .log_safety import log_failure
 from .masking import Masked, Masker
-from .normalise import column_value_to_bson
+from .normalise import column_value_to_bson, kept_as_is
 from .safe_reads import UNREADABLE, read_guard
 from .table_info import unpad
 
@@ -513,7 +513,7 @@ def _masked(pending: PendingStatement, values: tuple[Any, ...]) -> tuple[Any, ..
 
 
 def _bson(pending: PendingStatement, key: str, value: Any) -> Any:
-    if value is UNREADABLE or isinstance(value, Masked):
+    if kept_as_is(value) or value is UNREADABLE or isinstance(value, Masked):
         return value
     column_type = pending.target.decorated_types.get(key)
     where = f"{pending.target.table_name}.{key}"

@@ -21,10 +21,11 @@ COLUMNS = (
     f"min{DASH}max s",
     f"{TIMES} no auditing",
     "records",
+    "µs added per record",
     "peak RSS MiB",
     "RSS growth MiB",
 )
-ALIGN = ("---", "---", "--:", "--:", "--:", "--:", "--:", "--:")
+ALIGN = ("---", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
 
 
 @dataclass
@@ -54,6 +55,17 @@ class Summary:
             if mine is not None and base is not None and base["seconds"] > 0
         ]
         return statistics.median(ratios) if ratios else None
+
+    def added_per_record(self) -> float | None:
+        """The median, over the rounds where both ran, of the time this configuration added
+        to the baseline's, per record it wrote: what one audit record costs the application,
+        whatever a configuration leaves unrecorded."""
+        added = [
+            (mine["seconds"] - base["seconds"]) / mine["records"]
+            for mine, base in zip(self.rounds, self.baseline, strict=True)
+            if mine is not None and base is not None and mine["records"]
+        ]
+        return statistics.median(added) if added else None
 
     def records(self) -> list[int]:
         return sorted({figures["records"] for figures in self.succeeded})
@@ -101,12 +113,13 @@ def _row(cells: tuple[str, ...] | list[str]) -> str:
 def _cells(summary: Summary) -> list[str]:
     name = summary.configuration.name
     if not summary.succeeded:
-        return [name, "", "failed", "", "", "", "", ""]
+        return [name, "", "failed", "", "", "", "", "", ""]
     seconds = summary.seconds
     failed = len(summary.rounds) - len(seconds)
     ratio = summary.ratio()
     growth = summary.growth_mib()
     records = summary.records()
+    per_record = summary.added_per_record()
     return [
         name + (f" ({failed} failed)" if failed else ""),
         summary.succeeded[0]["sink"],
@@ -114,6 +127,7 @@ def _cells(summary: Summary) -> list[str]:
         f"{min(seconds):.3f}{DASH}{max(seconds):.3f}",
         f"1.00{TIMES}" if summary.configuration.slug == BASELINE else _times(ratio),
         f"{records[0]:,}" if len(records) == 1 else f"{records[0]:,}{DASH}{records[-1]:,}",
+        "" if per_record is None else f"{per_record * 1e6:.1f}",
         f"{summary.peak_mib():.0f}",
         "n/a" if growth is None else f"{growth:+.0f}",
     ]

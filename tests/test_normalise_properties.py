@@ -39,7 +39,13 @@ from audit_mongo import AuditLog
 from audit_mongo.capture import _bson, _recorded
 from audit_mongo.masking import Masker
 from audit_mongo.masking import stored as as_stored
-from audit_mongo.normalise import MAX_NESTING, column_value_to_bson, escape_key, to_bson
+from audit_mongo.normalise import (
+    MAX_NESTING,
+    column_value_to_bson,
+    escape_key,
+    kept_as_is,
+    to_bson,
+)
 from audit_mongo.table_info import TableInfo
 from tests.hostile_values import (
     CLEAN_TEXT,
@@ -445,3 +451,13 @@ def test_capture_records_plain_values_as_the_general_path_does(value: Any, attri
     general = _bson(CLIENT_INFO, attribute, value, None)
     assert type(fast) is type(general)
     assert bson.encode({"v": as_stored(fast)}) == bson.encode({"v": as_stored(general)})
+
+
+@settings(PROPERTIES)
+@given(value=st.one_of(HOSTILE, PLAIN_SCALARS, INTS, TEXT))
+def test_a_value_kept_as_it_is_is_what_normalising_it_gives(value: Any) -> None:
+    """Capture and statements skip converting the values kept_as_is() accepts: for each, the
+    normaliser must return that very value."""
+    if kept_as_is(value):
+        assert to_bson(value) is value
+        bson.encode({"v": value})
