@@ -39,7 +39,7 @@ from .safe_reads import in_autocommit, read_guard
 logger = logging.getLogger("audit_mongo")
 
 WRITE_BATCH = 1000  # documents per insert_many: a 100,000-row commit is never built at once
-KEEP_BYTES = 16 * 1024 * 1024  # documents of one commit kept in memory for the write after it
+KEEP_BYTES = 8 * 1024 * 1024  # documents of one commit kept in memory for the write after it
 # Delivered outbox rows wait until this many can go in one DELETE of a later commit: a
 # statement per commit would cost more than the row it deletes. One not yet deleted is at
 # worst sent again (after a crash), and Mongo keeps the copy it has (same _id).
