@@ -56,8 +56,6 @@ class BackgroundWriter:
         self._deliver = deliver
         self._sweep = sweep
         self._closed = False
-        self._sweep_wanted = False  # sweep_soon() was called: flush() waits for the drain
-        self._sweeping = False
         self._start()
 
     def _start(self) -> None:
@@ -102,22 +100,7 @@ class BackgroundWriter:
         """Wait until everything queued has been written (or failed); False on timeout."""
         self._in_this_process()
         with self._condition:
-            return self._condition.wait_for(self._idle, timeout)
-
-    def _idle(self) -> bool:
-        """Nothing queued, being written, or to drain (called with the condition held)."""
-        if self._closed:
-            return not self._queue and not self._writing
-        return not (self._queue or self._writing or self._sweep_wanted or self._sweeping)
-
-    def sweep_soon(self) -> None:
-        """Drain pending work as soon as what is queued now has been written; ``flush()``
-        waits for that drain too."""
-        self._in_this_process()
-        with self._condition:
-            self._next_sweep = time.monotonic()
-            self._sweep_wanted = True
-            self._condition.notify_all()
+            return self._condition.wait_for(lambda: not self._queue and not self._writing, timeout)
 
     def close(self, timeout: float) -> list[Parcel]:
         """Stop taking parcels, write those queued for up to ``timeout`` seconds, and
@@ -180,18 +163,12 @@ class BackgroundWriter:
                 self._condition.notify_all()
 
     def _drain_pending(self) -> None:
-        with self._condition:
-            self._sweep_wanted, self._sweeping = False, True
         try:
             left = self._sweep()
         except Exception as exc:
             message = "audit_mongo: the background writer could not drain pending work"
             log_failure(logging.ERROR, exc, message)
             left = 1
-        finally:
-            with self._condition:
-                self._sweeping = False
-                self._condition.notify_all()
         if left:  # Mongo still refuses: wait longer before the next try
             self._sweep_pause = min(self._sweep_pause * 2, MAX_SWEEP_PAUSE)
         else:

@@ -40,10 +40,6 @@ logger = logging.getLogger("audit_mongo")
 
 WRITE_BATCH = 1000  # documents per insert_many: a 100,000-row commit is never built at once
 KEEP_BYTES = 8 * 1024 * 1024  # documents of one commit kept in memory for the write after it
-# Delivered outbox rows wait until this many can go in one DELETE of a later commit: a
-# statement per commit would cost more than the row it deletes. One not yet deleted is at
-# worst sent again (after a crash), and Mongo keeps the copy it has (same _id).
-FORGET_IN_COMMIT = 20
 
 
 class AuditWriteError(Exception):
@@ -59,7 +55,7 @@ class Sealed:
     parcels: list[Parcel] = field(default_factory=list)  # stored in the outbox
     built: int = 0  # row changes whose documents are in ``parcels``
     complete: bool = True  # False: the rest are built, with the same ids, after the commit
-    overflow: bool = False  # some parcels too big to keep in memory: drained from the outbox
+    overflow: bool = False  # past KEEP_BYTES: the later parcels are read back from the outbox
     written: list[Written] | None = None  # strict: already in Mongo
     forgotten: list[int] = field(default_factory=list)  # delivered rows this commit deletes
     fillers: list[Document] = field(default_factory=list)  # for strict documents dropped
@@ -183,18 +179,6 @@ class CommitDelivery:
             rest = islice(changes, sealed.built, None)
             built = self._build(rest, acting, sealed.transaction_id, sealed.created_at)
             self._send_all((Parcel(documents) for documents in built), safe)
-        if sealed.overflow and self.outbox is not None:
-            self._deliver_overflow(safe)
-
-    def _deliver_overflow(self, safe: bool) -> None:
-        """A commit too large to keep in memory: what is not in its parcels is drained
-        from the outbox, once the rows its parcels delivered are deleted (else they would
-        be sent again)."""
-        if self.background is not None:
-            self.background.sweep_soon()  # after the parcels queued, whose rows go first
-        elif safe and self.outbox is not None:
-            self._forget_now()
-            deliver_pending(self.outbox, self.writer)
 
     def abandoned(self, sealed: Sealed, safe: bool) -> None:
         """The COMMIT failed after ``seal``: outbox rows went with it (and the rows it was to
@@ -242,7 +226,7 @@ class CommitDelivery:
         acting: Acting,
         sealed: Sealed,
     ) -> None:
-        sealed.forgotten = self._take_forgotten(at_least=FORGET_IN_COMMIT)
+        sealed.forgotten = self._take_forgotten()
         if sealed.forgotten:  # rows delivered earlier go in the same transaction: no extra one
             outbox.delete(connection, sealed.forgotten)
         kept = 0
@@ -292,7 +276,7 @@ class CommitDelivery:
         without trying, so an outage costs a commit one ``timeout``, not one per batch."""
         mongo_down = False
         for parcel in parcels:
-            if not parcel.documents:  # too big to keep: drained from the outbox
+            if not parcel.documents and not parcel.outbox_keys:
                 continue
             if mongo_down:
                 self._keep(parcel, safe)
@@ -300,6 +284,8 @@ class CommitDelivery:
                 continue
             elif self.background is not None and parcel.outbox_keys:
                 continue  # queue full: the outbox holds it; the writer's sweep sends it
+            elif not parcel.documents:
+                mongo_down = not self._write_stored(parcel, safe)
             else:
                 mongo_down = not self._write_parcels([parcel], safe, confirmed_any=True)
                 if not mongo_down and safe and self._backlog:
@@ -340,10 +326,28 @@ class CommitDelivery:
             parcel.outbox_keys[0], parcel.documents
         )
 
+    def _write_stored(self, parcel: Parcel, safe: bool) -> bool:
+        """Write a parcel kept only in the outbox (its commit's documents were too many to
+        keep in memory), reading its row back now; False when Mongo took none of it."""
+        if not safe or self.outbox is None:  # no connection of our own here: later
+            self._backlog = True
+            return True
+        written = True
+        for key in parcel.outbox_keys:
+            documents = self.outbox.read(key)  # None: another process delivered it
+            if documents:
+                stored = Parcel(documents, [key])
+                written = self._write_parcels([stored], safe, confirmed_any=True) and written
+        return written
+
     def _write_in_background(self, parcels: list[Parcel]) -> bool:
-        # Delivered outbox rows are deleted by a later commit (or the next sweep), not in a
-        # transaction of this thread's: on SQLite that would wait for the application's.
-        return self._write_parcels(parcels, safe=True)
+        in_memory = [parcel for parcel in parcels if parcel.documents]
+        written = self._write_parcels(in_memory, safe=True) if in_memory else True
+        for parcel in parcels:
+            if not parcel.documents:  # read back one row at a time: memory stays bounded
+                written = self._write_stored(parcel, safe=True) and written
+        self._forget_now()
+        return written
 
     def _keep(self, parcel: Parcel, safe: bool) -> None:
         if not parcel.outbox_keys:
@@ -393,10 +397,8 @@ class CommitDelivery:
             with self._lock:
                 self._to_forget.extend(keys)
 
-    def _take_forgotten(self, at_least: int = 1) -> list[int]:
+    def _take_forgotten(self) -> list[int]:
         with self._lock:
-            if len(self._to_forget) < at_least:
-                return []
             keys, self._to_forget = self._to_forget, []
         return keys
 

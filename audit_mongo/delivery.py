@@ -19,6 +19,8 @@ from typing import Any
 
 import pymongo
 from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -105,7 +107,7 @@ class MongoWriter:
             return Outcome()
         sent = self.chains.seal(documents, encoded)
         fresh = set(sent)
-        outgoing = _outgoing(documents, sent)
+        outgoing = _outgoing(documents, sent, isinstance(self.collection, Collection))
         deadline = time.monotonic() + self.timeout
         positions = list(range(len(documents)))
         duplicates: set[int] = set()
@@ -194,24 +196,30 @@ class MongoWriter:
 
 
 class _Encoded(dict[str, Any]):
-    """A document sent with its BSON already made (by the seal, which had to encode it to
-    sign it): pymongo's encoder takes ``raw`` as it is, by the marker of its own
-    ``RawBSONDocument``, while a stand-in collection (mongomock) sees an ordinary dict."""
+    """A document with its BSON already made, for a collection that is not pymongo's
+    (mongomock, a stand-in): it reads the dict, while ``bson.encode`` takes ``raw`` as it is,
+    by the marker of ``RawBSONDocument``. pymongo's own insert path is given a
+    ``RawBSONDocument`` instead: it encodes a dict subclass field by field."""
 
     __slots__ = ("raw",)
     _type_marker = 101  # bson's RAW_BSON_DOCUMENT_TYPE
     raw: bytes
 
 
-def _outgoing(documents: Sequence[Document], sent: dict[int, bytes]) -> list[Document]:
-    """``documents`` as handed to the driver: those with known BSON wrapped with it."""
-    outgoing: list[Document] = []
+def _outgoing(documents: Sequence[Document], sent: dict[int, bytes], to_pymongo: bool) -> list[Any]:
+    """``documents`` as handed to the driver: those whose BSON the seal made, as those
+    bytes (so that they are not encoded a second time)."""
+    outgoing: list[Any] = []
     for position, document in enumerate(documents):
         raw = sent.get(position)
-        if raw is not None:
-            document = _Encoded(document)
-            document.raw = raw
-        outgoing.append(document)
+        if raw is None:
+            outgoing.append(document)
+        elif to_pymongo:
+            outgoing.append(RawBSONDocument(raw))
+        else:
+            wrapped = _Encoded(document)
+            wrapped.raw = raw
+            outgoing.append(wrapped)
     return outgoing
 
 

@@ -123,6 +123,14 @@ class Outbox:
                 chunk, encoded = encode_all(documents[start : start + STORE_CHUNK])
                 self.insert(connection, b"".join(encoded), len(chunk))
 
+    def read(self, key: int) -> list[Document] | None:
+        """The documents of row ``key``; None once it is gone (delivered and deleted)."""
+        self._ensure_table()
+        query = select(self.table.c.documents).where(self.table.c.id == key)
+        with self.engine.connect() as connection:
+            data = connection.scalar(query)
+        return decode_all(data) if data is not None else None
+
     def keep_links(self, key: int, documents: Sequence[Document]) -> bool:
         """Store row ``key``'s documents again as sent, linked into a chain (see
         ``chain``), so that whoever delivers them later sends the same links; False (and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -286,3 +287,40 @@ def test_a_commit_too_large_to_keep_in_memory_sends_each_document_once(
     audit.close()
     assert len(counting.sent) == 2500
     assert max(counting.sent.values()) == 1
+
+
+def test_commits_made_while_a_large_one_is_read_back_are_each_sent_once(
+    collection: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a background writer, a commit too large to keep in memory is read back from the
+    outbox row by row; the rows of small commits made meanwhile (whose documents wait in
+    the writer's queue) are not sent a second time, and no filler is needed."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'busy.db'}", connect_args={"timeout": 30})
+    Base.metadata.create_all(engine)
+    monkeypatch.setattr(commit_delivery, "KEEP_BYTES", 200_000)
+    counting = CountsSends(collection)
+    audit = AuditLog(counting, outbox=engine, background=True)
+    audit.track(Client)
+    stop = threading.Event()
+
+    def small_commits() -> None:
+        while not stop.is_set():
+            with Session(engine) as session:
+                session.add(Client(name="small"))
+                session.commit()
+
+    other = threading.Thread(target=small_commits)
+    other.start()
+    try:
+        with Session(engine) as session:
+            session.add_all([Client(name=f"big {i}") for i in range(4000)])
+            session.commit()
+    finally:
+        stop.set()
+        other.join()
+    assert audit.flush(timeout=30)
+    audit.close()
+    assert max(counting.sent.values()) == 1
+    assert collection.count_documents({"action": "link"}) == 0
+    assert collection.count_documents({"changes.name.added": "big 3999"}) == 1
+    assert AuditLog(collection).verify() == []

@@ -14,7 +14,7 @@ from pymongo.write_concern import WriteConcern
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from audit_mongo import AuditLog
+from audit_mongo import AuditLog, delivery
 from audit_mongo.chain import signed_bytes
 from audit_mongo.signing import SigningKeys
 from tests.models import Account, Client
@@ -76,12 +76,26 @@ def test_one_commit_is_one_unordered_insert_with_the_write_concern(
 
 
 def test_the_documents_on_the_wire_are_the_sealed_ones(
-    server: Any, pool: ThreadPoolExecutor, client: Any, engine: Engine
+    server: Any,
+    pool: ThreadPoolExecutor,
+    client: Any,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """pymongo sends the seal's own bytes (a raw document): each arrives linked and signed,
-    its hash matching what it holds."""
+    """pymongo is handed the seal's own bytes (a raw document), not a dict it would encode
+    again: each arrives linked and signed, its hash matching what it holds."""
     keys = SigningKeys({"2026-12": b"s" * 32})
     audit = AuditLog(client.app.user_logs, signing_keys={"2026-12": b"s" * 32})
+
+    def outgoing_with_a_dict_only_field(*args: Any) -> list[Any]:
+        wrapped = original_outgoing(*args)
+        for document in wrapped:
+            if isinstance(document, dict):  # pymongo would encode it field by field
+                document["only_in_the_dict"] = True
+        return wrapped
+
+    original_outgoing = delivery._outgoing
+    monkeypatch.setattr(delivery, "_outgoing", outgoing_with_a_dict_only_field)
     done: Future[None] = pool.submit(commit_three_clients, audit, engine)
     request = server.receives(mockupdb.OpMsg("insert", "user_logs"), timeout=10)
     request.ok(n=3)
@@ -92,6 +106,7 @@ def test_the_documents_on_the_wire_are_the_sealed_ones(
     assert [d["chain"]["seq"] for d in documents] == [0, 1, 2]
     assert [d["changes"]["name"]["added"] for d in documents] == [["a"], ["b"], ["c"]]
     for document in documents:
+        assert "only_in_the_dict" not in document
         assert keys.matches("2026-12", signed_bytes(document), document["chain"]["hash"])
 
 
