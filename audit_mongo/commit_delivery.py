@@ -282,8 +282,12 @@ class CommitDelivery:
                 self._keep(parcel, safe)
             elif self.background is not None and self.background.submit(parcel):
                 continue
-            elif self.background is not None and parcel.outbox_keys:
-                continue  # queue full: the outbox holds it; the writer's sweep sends it
+            elif (
+                self.background is not None
+                and parcel.outbox_keys
+                and self.background.submit(Parcel([], parcel.outbox_keys))
+            ):
+                continue  # queue full: the writer reads these back from the outbox in turn
             elif not parcel.documents:
                 mongo_down = not self._write_stored(parcel, safe)
             else:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -69,7 +70,12 @@ class Outbox:
             # A length, so that MySQL makes it a LONGBLOB, not a 64 KiB BLOB.
             Column("documents", LargeBinary(2**32 - 1), nullable=False),
         )
-        self._insert = insert(self.table)  # built once: one runs in every audited commit
+        # Built once: an insert and a delete run in every audited commit.
+        self._insert = insert(self.table)
+        chosen = self.table.c.id.in_(bindparam("keys", expanding=True))
+        self._delete = delete(self.table).where(chosen)
+        unclaimed = select(self.table.c.id).where(chosen).with_for_update(skip_locked=True)
+        self._delete_unclaimed = delete(self.table).where(self.table.c.id.in_(unclaimed))
 
     def create(self) -> None:
         self.table.create(self.engine, checkfirst=True)
@@ -170,12 +176,9 @@ class Outbox:
     def delete(self, connection: Connection, keys: Sequence[int]) -> None:
         """Delete delivered rows in ``connection``'s transaction. On PostgreSQL, rows another
         process has claimed (and is delivering, so will delete) are skipped, not waited for."""
-        columns = self.table.c
-        chosen: Any = columns.id.in_(keys)
-        if connection.dialect.name == "postgresql":
-            unclaimed = select(columns.id).where(chosen).with_for_update(skip_locked=True)
-            chosen = columns.id.in_(unclaimed)
-        connection.execute(delete(self.table).where(chosen))
+        skip_claimed = connection.dialect.name == "postgresql"
+        statement = self._delete_unclaimed if skip_claimed else self._delete
+        connection.execute(statement, {"keys": list(keys)})
 
     def count(self) -> int:
         self._ensure_table()
