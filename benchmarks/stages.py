@@ -111,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     audited = min(seconds for seconds, _ in runs)
     rows = 3 * arguments.rows  # each row is inserted, updated and deleted
     added = (audited - plain) / rows * 1e6
-    print(f"unit-of-work, {arguments.rows:,} rows in commits of {arguments.per_commit}, best of")
-    print(f"{arguments.rounds}: no auditing {plain:.3f} s CPU, audited (direct) {audited:.3f} s")
-    print(f"CPU: {added:.1f} µs added per audited row\n")
+    print(
+        f"unit-of-work, {arguments.rows:,} rows in commits of {arguments.per_commit}, best of "
+        f"{arguments.rounds} rounds: no auditing {plain:.3f} s CPU, audited (direct) "
+        f"{audited:.3f} s CPU, so {added:.1f} µs added per audited row.\n"
+    )
     print("| stage | µs per row |")
     print("|---|--:|")
     outer = 0.0
