@@ -77,7 +77,7 @@ class BackgroundWriter:
 
     def submit(self, parcel: Parcel) -> bool:
         """Queue ``parcel``; False when the queue is full or closed (the caller decides)."""
-        size = len(parcel.documents)
+        size = parcel.size
         self._in_this_process()
         with self._condition:
             if self._closed or (self._queue and self._queued + size > self.max_documents):
@@ -142,9 +142,9 @@ class BackgroundWriter:
                     break
                 self._condition.wait(left)
             batch = [self._queue.popleft()]
-            size = len(batch[0].documents)
-            while self._queue and size + len(self._queue[0].documents) <= self.batch_size:
-                size += len(self._queue[0].documents)
+            size = batch[0].size
+            while self._queue and size + self._queue[0].size <= self.batch_size:
+                size += self._queue[0].size
                 batch.append(self._queue.popleft())
             self._queued -= size
             self._writing = batch

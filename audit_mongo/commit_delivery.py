@@ -34,7 +34,7 @@ from .encoding import Document, encode_all
 from .log_safety import error_summary, log_failure
 from .outbox import Outbox
 from .pending import CLAIM_DOCUMENTS, Drained, MemoryPending, Parcel, deliver_pending
-from .safe_reads import in_autocommit, read_guard
+from .safe_reads import guarded, in_autocommit, read_guard
 
 logger = logging.getLogger("audit_mongo")
 
@@ -151,6 +151,9 @@ class CommitDelivery:
             sealed.complete = False
             self._forget_later(sealed.forgotten)  # that delete may have rolled back
             sealed.forgotten = []
+            if guarded(connection):  # its savepoint took the rows stored so far with it
+                sealed.parcels = [parcel for parcel in sealed.parcels if parcel.documents]
+                sealed.built = sum(len(parcel.documents) for parcel in sealed.parcels)
         return sealed
 
     def committed(
@@ -237,7 +240,10 @@ class CommitDelivery:
             kept += len(data)
             if kept > KEEP_BYTES:
                 sealed.overflow = True
-            parcel = Parcel(documents, [key], encoded) if not sealed.overflow else Parcel([], [key])
+            if sealed.overflow:
+                parcel = Parcel([], [key], stored=len(documents))
+            else:
+                parcel = Parcel(documents, [key], encoded)
             sealed.parcels.append(parcel)
             sealed.built += len(documents)
 
@@ -282,12 +288,8 @@ class CommitDelivery:
                 self._keep(parcel, safe)
             elif self.background is not None and self.background.submit(parcel):
                 continue
-            elif (
-                self.background is not None
-                and parcel.outbox_keys
-                and self.background.submit(Parcel([], parcel.outbox_keys))
-            ):
-                continue  # queue full: the writer reads these back from the outbox in turn
+            elif self.background is not None and parcel.outbox_keys:
+                continue  # queue full: the outbox holds it; the writer's sweep sends it
             elif not parcel.documents:
                 mongo_down = not self._write_stored(parcel, safe)
             else:
@@ -332,24 +334,20 @@ class CommitDelivery:
 
     def _write_stored(self, parcel: Parcel, safe: bool) -> bool:
         """Write a parcel kept only in the outbox (its commit's documents were too many to
-        keep in memory), reading its row back now; False when Mongo took none of it."""
+        keep in memory): its rows are claimed and delivered as pending work is, so a row
+        another process is delivering is skipped, and each is deleted once confirmed.
+        False when Mongo could not be reached."""
         if not safe or self.outbox is None:  # no connection of our own here: later
             self._backlog = True
             return True
-        written = True
-        for key in parcel.outbox_keys:
-            documents = self.outbox.read(key)  # None: another process delivered it
-            if documents:
-                stored = Parcel(documents, [key])
-                written = self._write_parcels([stored], safe, confirmed_any=True) and written
-        return written
+        return not deliver_pending(self.outbox.only(parcel.outbox_keys), self.writer).outage
 
     def _write_in_background(self, parcels: list[Parcel]) -> bool:
         in_memory = [parcel for parcel in parcels if parcel.documents]
         written = self._write_parcels(in_memory, safe=True) if in_memory else True
         for parcel in parcels:
-            if not parcel.documents:  # read back one row at a time: memory stays bounded
-                written = self._write_stored(parcel, safe=True) and written
+            if not parcel.documents and written:  # after an outage, left to the sweep
+                written = self._write_stored(parcel, safe=True)
         self._forget_now()
         return written
 

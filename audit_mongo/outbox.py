@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -129,13 +129,9 @@ class Outbox:
                 chunk, encoded = encode_all(documents[start : start + STORE_CHUNK])
                 self.insert(connection, b"".join(encoded), len(chunk))
 
-    def read(self, key: int) -> list[Document] | None:
-        """The documents of row ``key``; None once it is gone (delivered and deleted)."""
-        self._ensure_table()
-        query = select(self.table.c.documents).where(self.table.c.id == key)
-        with self.engine.connect() as connection:
-            data = connection.scalar(query)
-        return decode_all(data) if data is not None else None
+    def only(self, keys: Sequence[int]) -> OutboxRows:
+        """These rows of the outbox, as pending work ``deliver_pending`` can drain."""
+        return OutboxRows(self, tuple(keys))
 
     def keep_links(self, key: int, documents: Sequence[Document]) -> bool:
         """Store row ``key``'s documents again as sent, linked into a chain (see
@@ -180,21 +176,27 @@ class Outbox:
         statement = self._delete_unclaimed if skip_claimed else self._delete
         connection.execute(statement, {"keys": list(keys)})
 
-    def count(self) -> int:
+    def count(self, only: Sequence[int] | None = None) -> int:
         self._ensure_table()
-        total = func.coalesce(func.sum(self.table.c.document_count), 0)
+        query = select(func.coalesce(func.sum(self.table.c.document_count), 0))
+        if only is not None:
+            query = query.where(self.table.c.id.in_(only))
         with self.engine.connect() as connection:
-            return int(connection.scalar(select(total)) or 0)
+            return int(connection.scalar(query) or 0)
 
     @contextmanager
-    def claim(self, after: int, limit: int) -> Iterator[Claim]:
-        """The oldest rows after ``after``, about ``limit`` documents, locked (where the
-        database can) so that another process delivering at the same time skips them."""
+    def claim(self, after: int, limit: int, only: Sequence[int] | None = None) -> Iterator[Claim]:
+        """The oldest rows after ``after`` (of ``only``, if given), about ``limit``
+        documents, locked (where the database can) so that another process delivering at
+        the same time skips them."""
         self._ensure_table()
         columns = self.table.c
+        chosen = columns.id > after
+        if only is not None:
+            chosen = chosen & columns.id.in_(only)
         query = (
             select(columns.id, columns.document_count, columns.documents)
-            .where(columns.id > after)
+            .where(chosen)
             .order_by(columns.id)
             .limit(ROWS_PER_CLAIM)
             .with_for_update(skip_locked=True)
@@ -217,3 +219,20 @@ def _database(url: URL) -> tuple[Any, ...] | None:
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return None
     return (url.get_backend_name(), url.host, url.port, url.database, url.username)
+
+
+class OutboxRows:
+    """Some rows of an outbox, as a pending store: a claim takes only them."""
+
+    def __init__(self, outbox: Outbox, keys: tuple[int, ...]) -> None:
+        self.outbox = outbox
+        self.keys = keys
+
+    def store(self, documents: Sequence[Document]) -> None:
+        self.outbox.store(documents)
+
+    def count(self) -> int:
+        return self.outbox.count(only=self.keys)
+
+    def claim(self, after: int, limit: int) -> AbstractContextManager[Claim]:
+        return self.outbox.claim(after, limit, only=self.keys)

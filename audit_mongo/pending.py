@@ -39,6 +39,13 @@ class Parcel:
     # The documents' BSON as stored in the outbox, before they were linked into a chain:
     # the seal appends their links to it instead of encoding them again.
     encoded: list[bytes] | None = None
+    # Documents only in the outbox (their commit held too many to keep): read back in turn.
+    stored: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many documents the parcel stands for, in memory or in its outbox rows."""
+        return len(self.documents) or self.stored
 
 
 @dataclass

@@ -22,11 +22,17 @@ def read_guard(connection: Connection) -> Iterator[None]:
     Every read gets its savepoint: what makes a read fail (column privileges) can change
     within a connection (``SET ROLE``).
     """
-    if connection.dialect.name not in ABORTING_DIALECTS or in_autocommit(connection):
+    if not guarded(connection):
         yield
         return
     with connection.begin_nested():
         yield
+
+
+def guarded(connection: Connection) -> bool:
+    """Whether ``read_guard`` runs its block in a savepoint on ``connection`` (so that a
+    failure there also undoes what the block wrote)."""
+    return connection.dialect.name in ABORTING_DIALECTS and not in_autocommit(connection)
 
 
 def in_autocommit(connection: Connection) -> bool:

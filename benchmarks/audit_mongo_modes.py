@@ -76,6 +76,8 @@ class AuditMongoAuditing(Auditing):
         assert self.log is not None
         if not self.log.flush(FLUSH_TIMEOUT):
             raise RuntimeError(f"the background writer was still writing after {FLUSH_TIMEOUT} s")
+        if self.mode.outbox:  # what a full queue left in the outbox for the writer's sweep
+            self.log.deliver_pending()
 
     def records(self, engine: Engine, models: Models) -> Records:
         assert self.log is not None

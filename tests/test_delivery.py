@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import bson
@@ -21,11 +21,12 @@ from pymongo.errors import (
     WriteConcernError,
 )
 from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from audit_mongo import AuditLog, commit_delivery
 from audit_mongo.delivery import MongoWriter, repair
-from tests.conftest import stored
+from tests.conftest import postgresql_engine, stored
 from tests.fakes import FailingCollection, closed_loopback_port
 from tests.models import Base, Client
 
@@ -324,3 +325,56 @@ def test_commits_made_while_a_large_one_is_read_back_are_each_sent_once(
     assert collection.count_documents({"action": "link"}) == 0
     assert collection.count_documents({"changes.name.added": "big 3999"}) == 1
     assert AuditLog(collection).verify() == []
+
+
+def test_a_large_commits_rows_are_deleted_as_they_are_read_back_and_delivered(
+    collection: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of a commit too large to keep in memory are claimed like pending work: once
+    delivered they are gone, and another process's drain finds nothing to send again."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'rows.db'}")
+    Base.metadata.create_all(engine)
+    monkeypatch.setattr(commit_delivery, "KEEP_BYTES", 1)  # every parcel kept only as its row
+    audit = AuditLog(collection, outbox=engine)
+    audit.track(Client)
+    with Session(engine) as session:
+        session.add_all([Client(name=f"client {i}") for i in range(3000)])
+        session.commit()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM audit_mongo_outbox").scalar() == 0
+    other = CountsSends(collection)  # another process, draining the outbox
+    assert AuditLog(other, outbox=engine).deliver_pending() == 0
+    audit.close()
+    assert collection.count_documents({}) == 3000
+
+
+@pytest.fixture
+def postgresql() -> Iterator[Engine]:
+    yield from postgresql_engine()
+
+
+def test_on_postgresql_a_failed_store_leaves_no_document_of_a_large_commit_behind(
+    collection: Any, postgresql: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The savepoint of a failed outbox insert takes the rows stored before it: documents
+    kept only in those rows are built again after the commit, not lost."""
+    engine = postgresql
+    monkeypatch.setattr(commit_delivery, "KEEP_BYTES", 1)
+    audit = AuditLog(collection, outbox=engine)
+    audit.track(Client)
+    outbox = audit._delivery.outbox
+    assert outbox is not None
+    store, calls = outbox.insert, []
+
+    def third_insert_fails(connection: Any, data: bytes, count: int) -> int:
+        calls.append(count)
+        if len(calls) == 3:
+            raise OperationalError("INSERT", {}, Exception("statement timeout"))
+        return store(connection, data, count)
+
+    monkeypatch.setattr(outbox, "insert", third_insert_fails)
+    with Session(engine) as session:
+        session.add_all([Client(name=f"client {i}") for i in range(3000)])
+        session.commit()
+    audit.close()
+    assert collection.count_documents({}) == 3000
