@@ -55,7 +55,7 @@ class Sealed:
     parcels: list[Parcel] = field(default_factory=list)  # stored in the outbox
     built: int = 0  # row changes whose documents are in ``parcels``
     complete: bool = True  # False: the rest are built, with the same ids, after the commit
-    overflow: bool = False  # past KEEP_BYTES: the later parcels are read back from the outbox
+    overflow: bool = False  # past KEEP_BYTES: the later parcels stay only in the outbox
     written: list[Written] | None = None  # strict: already in Mongo
     forgotten: list[int] = field(default_factory=list)  # delivered rows this commit deletes
     fillers: list[Document] = field(default_factory=list)  # for strict documents dropped

@@ -32,6 +32,22 @@ class FailingCollection:
         raise self.error
 
 
+class FailsOnce:
+    """The first insert raises ``error`` (a cut-off connection, a refusal not retried);
+    the rest reach ``target``."""
+
+    def __init__(self, target: Any, error: BaseException) -> None:
+        self.target = target
+        self.error = error
+        self.calls = 0
+
+    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        return self.target.insert_many(documents, ordered=ordered)
+
+
 class Switchable:
     """Delegates to ``target``, which a test swaps to bring Mongo "back"."""
 

@@ -44,22 +44,8 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from audit_mongo import AuditLog  # noqa: E402
 from tests.conftest import stored  # noqa: E402
+from tests.fakes import FailsOnce  # noqa: E402
 from tests.models import Client  # noqa: E402
-
-
-class FailsFirst:
-    """Refuses the first insert with an error that is not retried (so the documents
-    become pending at once), then writes to ``target``."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.calls = 0
-
-    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
-        self.calls += 1
-        if self.calls == 1:
-            raise OperationFailure("not primary", code=10107)
-        return self.target.insert_many(documents, ordered=ordered)
 
 
 @pytest.mark.filterwarnings("ignore::audit_mongo.PendingInMemoryWarning")
@@ -70,7 +56,7 @@ def test_the_background_writer_delivers_what_failed_without_being_asked(
     """README: pending work is delivered "by the background writer, when idle (... right
     after a failure ...)": no deliver_pending(), no further commit, no close()."""
     audit = AuditLog(
-        FailsFirst(collection),
+        FailsOnce(collection, OperationFailure("not primary", code=10107)),
         background=True,
         timeout=0.2,
         outbox=engine if with_outbox else None,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from audit_mongo import AuditLog, AuditReader, AuditWriteError
 from audit_mongo.chain import signed_bytes
 from tests.conftest import stored
-from tests.fakes import FailingCollection, Switchable
+from tests.fakes import FailingCollection, FailsOnce, Switchable
 from tests.models import Base, Client
 from tests.query_helpers import controlled_clock, fail_commits
 
@@ -827,20 +827,6 @@ def test_deleting_the_document_a_filler_stands_for_is_found(
         audit.close()
 
 
-class CutOffOnce:
-    """The first insert is cut off before Mongo stores anything; the rest reach ``target``."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.calls = 0
-
-    def insert_many(self, documents: Any, ordered: bool = True) -> Any:
-        self.calls += 1
-        if self.calls == 1:
-            raise AutoReconnect("connection dropped")
-        return self.target.insert_many(documents, ordered=ordered)
-
-
 def test_duplicates_found_after_a_cut_off_attempt_leave_no_gap(
     collection: Any, tmp_path: Any
 ) -> None:
@@ -849,7 +835,10 @@ def test_duplicates_found_after_a_cut_off_attempt_leave_no_gap(
     process's, so fillers vouch for their positions either way."""
     engines = delivered_by_a_killed_process(collection, tmp_path, processes=2)
     second = new_audit(
-        CutOffOnce(collection), outbox=engines[1], engines=[engines[1]], signing_keys=KEYS
+        FailsOnce(collection, AutoReconnect("connection dropped")),
+        outbox=engines[1],
+        engines=[engines[1]],
+        signing_keys=KEYS,
     )
     try:
         second.deliver_pending()
